@@ -1,0 +1,169 @@
+"""What a consumer talks to: one websocket connection as the server sees it.
+
+The edge server and the in-process test communicator each implement a
+:class:`ConnectionPort`; the consumer never knows which. The port owns the rules that
+must hold whoever serves the connection: handlers run one at a time in arrival order
+(as in Channels), a handler that raises closes the connection with 1011, ``disconnect``
+runs exactly once for an accepted connection, and the connection always leaves its
+groups at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Iterable
+
+from django_ws_client.exceptions import StopConsumer
+
+if TYPE_CHECKING:
+    from django_ws_client.transport.base import ChannelLayer
+
+logger = logging.getLogger("django_ws.consumer")
+
+Event = Any  # a dict event or a GroupMessage
+
+
+class CloseCode:
+    """Close codes django-ws sends, by why it sends them."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    POLICY = 1008  # rate limit, policy
+    TOO_BIG = 1009
+    INTERNAL_ERROR = 1011  # a consumer raised
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013  # slow consumer: its queue overflowed
+
+
+class ConnectionPort(ABC):
+    """One connection: handshake decision, outgoing frames and the consumer's inbox."""
+
+    def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
+        self.channel_name = channel_name
+        self.layer = layer
+        self.capacity = capacity
+        self.accepted = False
+        self.rejected = False
+        self.close_requested = False
+        self.groups: set[str] = set()
+        self._inbox: collections.deque[Event] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._disconnect_queued = False
+
+    @property
+    def decided(self) -> bool:
+        """Whether the handshake has been accepted or rejected."""
+        return self.accepted or self.rejected
+
+    # What servers implement ------------------------------------------------------------
+
+    @abstractmethod
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Complete the handshake, choosing ``subprotocol`` and adding ``headers``."""
+
+    @abstractmethod
+    async def send(self, data: str | bytes) -> None:
+        """Send one text (str) or binary (bytes) message."""
+
+    @abstractmethod
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection, or reject the handshake (HTTP 403) before accept."""
+
+    @abstractmethod
+    async def fail_handshake(self, status: int) -> None:
+        """Answer the handshake with an HTTP error (a consumer raised before deciding)."""
+
+    @abstractmethod
+    async def leave_all_groups(self) -> None:
+        """Remove this connection from every group it is in."""
+
+    # Inbox -----------------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> bool:
+        """Queue an event for the consumer. Returns False when the inbox is over its
+        capacity: the caller then treats the consumer as too slow."""
+        if self._disconnect_queued:
+            return True  # the consumer is finishing; late events have no one to go to
+        if len(self._inbox) >= self.capacity:
+            return False
+        self._inbox.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    def deliver_disconnect(self, code: int) -> None:
+        """Queue ``websocket.disconnect`` (always accepted, even over capacity)."""
+        if not self._disconnect_queued:
+            self._disconnect_queued = True
+            self._inbox.append({"type": "websocket.disconnect", "code": code})
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for_room(self) -> None:
+        """Wait until the inbox is below capacity (backpressure for inbound frames)."""
+        while len(self._inbox) >= self.capacity and not self._disconnect_queued:
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    # The consumer's life ---------------------------------------------------------------
+
+    async def run(self, consumer: Any) -> None:
+        """Drive ``consumer`` from ``websocket.connect`` to ``websocket.disconnect``."""
+        self._inbox.appendleft({"type": "websocket.connect"})
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._inbox:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                    self._waiter = None
+                event = self._inbox.popleft()
+                room = self._room
+                if room is not None and not room.done() and len(self._inbox) < self.capacity:
+                    room.set_result(None)
+                is_connect = event_type_of(event) == "websocket.connect"
+                is_disconnect = event_type_of(event) == "websocket.disconnect"
+                try:
+                    await consumer.dispatch(event)
+                except StopConsumer:
+                    if not self.decided:
+                        await self.close()
+                    if is_disconnect or not self.accepted:
+                        break
+                    await self.close(CloseCode.NORMAL)
+                except Exception:
+                    logger.exception(
+                        "consumer %s raised while handling %r on %s",
+                        type(consumer).__qualname__,
+                        event_type_of(event),
+                        self.channel_name,
+                    )
+                    if is_disconnect:
+                        break
+                    if not self.decided:
+                        await self.fail_handshake(500)
+                        break
+                    await self.close(CloseCode.INTERNAL_ERROR)
+                if is_disconnect:
+                    break
+                if is_connect and not self.decided:
+                    # The seed's promise: a connect that neither accepts nor closes accepts.
+                    await self.accept()
+                if self.rejected:
+                    break
+        finally:
+            await self.leave_all_groups()
+
+
+def event_type_of(event: Event) -> str:
+    if isinstance(event, dict):
+        return str(event.get("type", ""))
+    return str(getattr(event, "type", ""))

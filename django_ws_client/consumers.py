@@ -1,0 +1,271 @@
+"""Consumers: the classes a Django app subclasses to handle websocket connections.
+
+The names and methods are Django Channels' (``AsyncWebsocketConsumer``,
+``AsyncJsonWebsocketConsumer``, ``WebsocketConsumer``, ``JsonWebsocketConsumer``), so a
+Channels consumer ports by changing its imports; ``BaseConsumer`` is the seed's name
+for the async one. Every event, from the socket or from a group, goes through
+:meth:`AsyncConsumer.dispatch`, which calls the method its ``type`` names.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+from asgiref.sync import async_to_sync
+
+from django_ws_proto.names import handler_name
+
+from django_ws_client.db import database_sync_to_async
+from django_ws_client.exceptions import AcceptConnection, DenyConnection, StopConsumer
+from django_ws_client.groups import GroupMessage
+
+if TYPE_CHECKING:
+    from django_ws_client.connection import ConnectionPort
+    from django_ws_client.transport.base import ChannelLayer
+
+Scope = dict[str, Any]
+
+
+class ConsumerHandler:
+    """What ``as_handler()`` returns and a route points at: makes one consumer per
+    connection and runs it on the connection's port."""
+
+    def __init__(self, consumer_class: type[AsyncConsumer], initkwargs: dict[str, Any]) -> None:
+        self.consumer_class = consumer_class
+        self.initkwargs = initkwargs
+
+    async def __call__(self, scope: Scope, port: ConnectionPort) -> None:
+        consumer = self.consumer_class(**self.initkwargs)
+        consumer.scope = scope
+        consumer.channel_layer = port.layer
+        consumer.channel_name = port.channel_name
+        consumer.base_port = port
+        await port.run(consumer)
+
+    def __repr__(self) -> str:
+        return f"<ConsumerHandler {self.consumer_class.__qualname__}>"
+
+
+class AsyncConsumer:
+    """Dispatches events by type to methods: ``chat.message`` calls ``chat_message``."""
+
+    channel_layer_alias: ClassVar[str] = "default"
+    scope: Scope
+    channel_layer: ChannelLayer
+    channel_name: str
+    base_port: ConnectionPort
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def as_handler(cls, **initkwargs: Any) -> ConsumerHandler:
+        """The callable a route points at (``re_path(r"...", MyConsumer.as_handler())``)."""
+        for key in initkwargs:
+            if not hasattr(cls, key):
+                raise TypeError(f"{cls.__qualname__}.as_handler() got an unknown keyword {key!r}")
+        return ConsumerHandler(cls, initkwargs)
+
+    # Channels' name, so routing lines port unchanged.
+    as_asgi = as_handler
+
+    async def dispatch(self, event: Any) -> None:
+        """Call the handler for ``event``: a dict with a ``type`` or a GroupMessage."""
+        event_type = event.type if isinstance(event, GroupMessage) else event["type"]
+        name = handler_name(event_type)
+        handler = getattr(self, name, None) if not name.startswith("_") else None
+        if handler is None:
+            raise ValueError(
+                f"{type(self).__qualname__} has no handler for event type {event_type!r} "
+                f"(define a method named {name!r})"
+            )
+        await handler(event)
+
+
+class AsyncWebsocketConsumer(AsyncConsumer):
+    """A websocket consumer with async handlers (Channels' ``AsyncWebsocketConsumer``)."""
+
+    groups: ClassVar[list[str] | tuple[str, ...]] = ()
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            await self.connect()
+        except AcceptConnection:
+            await self.accept()
+        except DenyConnection:
+            await self.close()
+
+    async def connect(self) -> None:
+        """Called on the handshake. Accept or close here; returning without either
+        accepts (so the seed's consumers work); raising rejects with HTTP 500."""
+        await self.accept()
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """Accept the handshake, optionally choosing one of the client's subprotocols."""
+        await self.base_port.accept(subprotocol, headers)
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        if message.get("text") is not None:
+            await self.receive(text_data=message["text"])
+        else:
+            await self.receive(bytes_data=message.get("bytes"))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each message from the client."""
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Send a text or binary message; ``close=True`` closes afterwards."""
+        if text_data is not None:
+            await self.base_port.send(text_data)
+        elif bytes_data is not None:
+            await self.base_port.send(bytes_data)
+        else:
+            raise ValueError("send() needs text_data or bytes_data")
+        if close:
+            await self.close(close if isinstance(close, int) and close is not True else None)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection; before ``accept`` this rejects the handshake (403)."""
+        await self.base_port.close(code, reason)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
+    async def disconnect(self, code: int) -> None:
+        """Called once when the connection has closed, whoever closed it."""
+
+
+BaseConsumer = AsyncWebsocketConsumer
+"""The seed's name for the async websocket consumer."""
+
+
+class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
+    """Decodes text frames as JSON for ``receive_json`` and encodes ``send_json``."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            raise ValueError("no text section for incoming WebSocket frame")
+        await self.receive_json(await self.decode_json(text_data))
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Called with each decoded JSON message from the client."""
+
+    async def send_json(self, content: Any, close: bool = False) -> None:
+        await super().send(text_data=await self.encode_json(content), close=close)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return json.loads(text_data)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content)
+
+
+class SyncConsumer(AsyncConsumer):
+    """Runs handlers in a worker thread, so they may use the ORM directly."""
+
+    async def dispatch(self, event: Any) -> None:
+        await database_sync_to_async(self._dispatch_sync)(event)
+
+    def _dispatch_sync(self, event: Any) -> None:
+        event_type = event.type if isinstance(event, GroupMessage) else event["type"]
+        name = handler_name(event_type)
+        handler = getattr(self, name, None) if not name.startswith("_") else None
+        if handler is None:
+            raise ValueError(
+                f"{type(self).__qualname__} has no handler for event type {event_type!r} "
+                f"(define a method named {name!r})"
+            )
+        handler(event)
+
+
+class WebsocketConsumer(SyncConsumer):
+    """A websocket consumer with sync handlers (Channels' ``WebsocketConsumer``)."""
+
+    groups: ClassVar[list[str] | tuple[str, ...]] = ()
+
+    def websocket_connect(self, message: dict[str, Any]) -> None:
+        for group in self.groups:
+            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+        try:
+            self.connect()
+        except AcceptConnection:
+            self.accept()
+        except DenyConnection:
+            self.close()
+
+    def connect(self) -> None:
+        self.accept()
+
+    def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        async_to_sync(self.base_port.accept)(subprotocol, headers)
+
+    def websocket_receive(self, message: dict[str, Any]) -> None:
+        if message.get("text") is not None:
+            self.receive(text_data=message["text"])
+        else:
+            self.receive(bytes_data=message.get("bytes"))
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each message from the client."""
+
+    def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        if text_data is not None:
+            async_to_sync(self.base_port.send)(text_data)
+        elif bytes_data is not None:
+            async_to_sync(self.base_port.send)(bytes_data)
+        else:
+            raise ValueError("send() needs text_data or bytes_data")
+        if close:
+            self.close(close if isinstance(close, int) and close is not True else None)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        async_to_sync(self.base_port.close)(code, reason)
+
+    def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        for group in self.groups:
+            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+        self.disconnect(message["code"])
+        raise StopConsumer()
+
+    def disconnect(self, code: int) -> None:
+        """Called once when the connection has closed."""
+
+
+class JsonWebsocketConsumer(WebsocketConsumer):
+    """The sync JSON consumer (Channels' ``JsonWebsocketConsumer``)."""
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            raise ValueError("no text section for incoming WebSocket frame")
+        self.receive_json(self.decode_json(text_data))
+
+    def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Called with each decoded JSON message from the client."""
+
+    def send_json(self, content: Any, close: bool = False) -> None:
+        super().send(text_data=self.encode_json(content), close=close)
+
+    @classmethod
+    def decode_json(cls, text_data: str) -> Any:
+        return json.loads(text_data)
+
+    @classmethod
+    def encode_json(cls, content: Any) -> str:
+        return json.dumps(content)

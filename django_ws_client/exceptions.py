@@ -1,0 +1,49 @@
+"""Exceptions a consumer or a caller of the channel layer may raise or catch.
+
+The first four carry Channels' names and meanings so that ported code catches the same
+things.
+"""
+
+
+class StopConsumer(Exception):
+    """Raised by a handler to end the consumer: the connection is closed."""
+
+
+class DenyConnection(Exception):
+    """Raised in ``connect`` to reject the handshake with HTTP 403."""
+
+
+class AcceptConnection(Exception):
+    """Raised in ``connect`` to accept the handshake."""
+
+
+class ChannelFull(Exception):
+    """A channel's queue is at its ``capacity``: the event was not delivered."""
+
+
+class InvalidChannelLayerError(ValueError):
+    """The transport settings name a backend or an option that does not work."""
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker that owns a group cannot be reached now; the operation was not done.
+
+    Raised at once (never after a hang) so the caller can retry, report or drop.
+    """
+
+
+class BrokerRefused(ValueError):
+    """The broker refused an operation and said why (wrong owner, bad name, limit)."""
+
+
+class HandshakeRejected(Exception):
+    """Raised by a middleware to answer the handshake with an HTTP status.
+
+    ``RouteMiddleware`` raises it with 404 for a path no route matches; a user's own
+    middleware may raise it with any 4xx or 5xx status.
+    """
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        super().__init__(f"{status} {reason}".strip())
+        self.status = status
+        self.reason = reason

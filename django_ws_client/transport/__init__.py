@@ -1,0 +1,128 @@
+"""The channel layer: ``get_channel_layer()`` and the transport backends.
+
+Inside the websocket server, ``get_channel_layer()`` returns the edge's layer (which
+knows the worker's own connections); anywhere else (views, tasks, commands) it returns
+the backend named in ``WEBSOCKET_TRANSPORT_BACKENDS``, built once per process.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from typing import Any, Iterator
+from contextlib import contextmanager
+
+from django.utils.module_loading import import_string
+
+from django_ws_client import conf
+from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.transport.base import ChannelLayer
+from django_ws_client.transport.config import TransportConfig, parse_config
+from django_ws_client.transport.grpc_layer import GRPCTransportLayer
+from django_ws_client.transport.inmemory import InMemoryChannelLayer
+
+__all__ = [
+    "ChannelLayer",
+    "GRPCTransportLayer",
+    "InMemoryChannelLayer",
+    "TransportConfig",
+    "get_channel_layer",
+    "layer_config",
+    "use_layer",
+]
+
+_server_layers: contextvars.ContextVar[dict[str, ChannelLayer] | None] = contextvars.ContextVar(
+    "django_ws_server_layers", default=None
+)
+
+
+class _LayerCache:
+    """Layers built from settings, one per alias per process (rebuilt after a fork)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.layers: dict[str, ChannelLayer] = {}
+
+    def get(self, alias: str) -> ChannelLayer:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.layers, self.pid = {}, os.getpid()
+            layer = self.layers.get(alias)
+            if layer is None:
+                layer = self.layers[alias] = build_layer(alias)
+            return layer
+
+    def clear(self) -> None:
+        with self.lock:
+            self.layers = {}
+
+
+_cache = _LayerCache()
+
+
+def backend_settings(alias: str) -> dict[str, Any]:
+    backends = conf.transport_backends()
+    if alias not in backends:
+        raise InvalidChannelLayerError(
+            f"WEBSOCKET_TRANSPORT_BACKENDS has no alias {alias!r} (it has {sorted(backends)})"
+        )
+    entry = backends[alias]
+    if not isinstance(entry, dict) or "BACKEND" not in entry:
+        raise InvalidChannelLayerError(
+            f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}] must be a dict with a 'BACKEND' path"
+        )
+    return entry
+
+
+def layer_config(alias: str = "default") -> TransportConfig:
+    """The parsed CONFIG of a backend alias."""
+    return parse_config(backend_settings(alias).get("CONFIG"), alias)
+
+
+def build_layer(alias: str = "default") -> ChannelLayer:
+    entry = backend_settings(alias)
+    path = entry["BACKEND"]
+    # The seed spelled the class gGPCTransportLayer; accept it so seed settings work.
+    path = path.replace("gGPCTransportLayer", "GRPCTransportLayer").replace(
+        "django_websockets.", "django_ws_client."
+    )
+    try:
+        backend = import_string(path)
+    except ImportError as exc:
+        raise InvalidChannelLayerError(
+            f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] = {entry['BACKEND']!r} "
+            f"does not import: {exc}"
+        ) from exc
+    layer = backend(layer_config(alias))
+    if not isinstance(layer, ChannelLayer):
+        raise InvalidChannelLayerError(f"{path} is not a django_ws_client ChannelLayer")
+    return layer
+
+
+def get_channel_layer(alias: str = "default") -> ChannelLayer:
+    """The channel layer for ``alias``: the server's inside the websocket server,
+    else one built from settings and reused by every caller in this process."""
+    server_layers = _server_layers.get()
+    if server_layers is not None and alias in server_layers:
+        return server_layers[alias]
+    return _cache.get(alias)
+
+
+@contextmanager
+def use_layer(layer: ChannelLayer, alias: str = "default") -> Iterator[None]:
+    """Make ``get_channel_layer(alias)`` return ``layer`` in this context and in the
+    tasks and threads started from it (how the edge and test helpers install theirs)."""
+    current = dict(_server_layers.get() or {})
+    current[alias] = layer
+    token = _server_layers.set(current)
+    try:
+        yield
+    finally:
+        _server_layers.reset(token)
+
+
+def reset_layers() -> None:
+    """Forget layers built from settings (after changing settings in tests)."""
+    _cache.clear()

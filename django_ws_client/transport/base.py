@@ -1,0 +1,98 @@
+"""The channel layer interface every transport implements.
+
+The method names and rules are Channels' (``group_add``, ``group_discard``,
+``group_send``, ``send``, ``new_channel``, ``receive``, ``flush``), with the seed's
+conveniences: a consumer may be passed where a channel name is expected, and a
+:class:`~django_ws_client.groups.GroupMessage` where a dict event is.
+"""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from django_ws_proto import codec
+from django_ws_proto.names import require_channel_name, require_group_name
+from django_ws_proto.v1 import broker_pb2
+
+from django_ws_client.groups import GroupMessage
+from django_ws_client.transport.config import TransportConfig
+
+
+def channel_of(target: Any) -> str:
+    """A channel name from a channel name or from a consumer (the seed's
+    ``group_add(group, self)``)."""
+    name = getattr(target, "channel_name", target)
+    return require_channel_name(name)
+
+
+def event_from_wire(decoded: codec.DecodedEvent) -> Any:
+    """The object a consumer handler receives for a decoded event."""
+    if decoded.kind == codec.GROUP_MESSAGE:
+        return GroupMessage(
+            decoded.type, message=decoded.body.get("message"), params=decoded.body.get("params")
+        )
+    return decoded.body
+
+
+class ChannelLayer(ABC):
+    """Group and channel messaging, as Channels' layers offer it."""
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+
+    def __init__(self, config: TransportConfig) -> None:
+        self.config = config
+        self.capacity = config.capacity
+        self.expiry = config.expiry
+        self.group_expiry = config.group_expiry
+
+    # Channels' validation helpers, kept under their names for ported code.
+    def require_valid_group_name(self, name: str) -> bool:
+        require_group_name(name)
+        return True
+
+    def require_valid_channel_name(self, name: str, receive: bool = False) -> bool:
+        require_channel_name(name)
+        return True
+
+    def encode_event(self, event: Any) -> broker_pb2.Event:
+        """Check and encode an event once, before it goes anywhere."""
+        if isinstance(event, GroupMessage):
+            return codec.encode_group_message(
+                event.type, event.message, event.params, max_bytes=self.config.max_event_bytes
+            )
+        return codec.encode_dict_event(event, max_bytes=self.config.max_event_bytes)
+
+    @abstractmethod
+    async def group_add(self, group: str, channel: Any) -> None:
+        """Add a channel (or a consumer) to a group."""
+
+    @abstractmethod
+    async def group_discard(self, group: str, channel: Any) -> None:
+        """Remove a channel (or a consumer) from a group; a no-op if it is not in it."""
+
+    @abstractmethod
+    async def group_send(self, group: str, message: Any) -> None:
+        """Send an event to every member of a group, wherever it is connected."""
+
+    @abstractmethod
+    async def send(self, channel: str, message: Any) -> None:
+        """Send an event to one channel, wherever it is connected."""
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new, unique channel name for this process."""
+        return f"{prefix}.{secrets.token_hex(6)}!{secrets.token_hex(6)}"
+
+    async def receive(self, channel: str) -> Any:
+        """Wait for the next event on a channel this process created."""
+        raise NotImplementedError(
+            f"{type(self).__name__} delivers channel events to consumers in the websocket "
+            "server; receiving on a channel from another process is not supported"
+        )
+
+    async def flush(self) -> None:
+        """Forget everything this layer holds (for tests)."""
+
+    async def close(self) -> None:
+        """Release connections (for process shutdown and tests)."""

@@ -1,0 +1,212 @@
+"""Reading and checking ``WEBSOCKET_TRANSPORT_BACKENDS[alias]["CONFIG"]``.
+
+Three ways to name brokers, all resolving to one address per shard ordinal:
+
+* ``"address": "unix:/run/ws.sock"`` or ``"host:port"``: one broker (the seed's form);
+* ``"brokers": ["host:port", ...]``: list position is the ordinal;
+* ``"brokers": "broker-{ordinal}.broker-headless:50051", "shards": N``: a StatefulSet.
+
+With nothing configured, the broker is embedded: a unix socket in the temp folder
+whose name derives from the settings module, so the websocket server and the project's
+other processes (views, tasks) find the same one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from django_ws_proto.codec import DEFAULT_MAX_EVENT_BYTES
+
+from django_ws_client.exceptions import InvalidChannelLayerError
+
+_HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
+
+DEFAULT_CAPACITY = 100
+"""Events waiting for one consumer before further ones fail (Channels' default)."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS for edge and client to broker gRPC: CA to verify the broker, and optionally
+    a client certificate for mutual TLS."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """A parsed, checked transport CONFIG."""
+
+    brokers: tuple[str, ...]
+    shards: int
+    addresses_template: str | None = None
+    tls: TLSConfig | None = None
+    timeout: float = 5.0
+    connect_timeout: float = 5.0
+    capacity: int = DEFAULT_CAPACITY
+    expiry: float = 60.0
+    group_expiry: float = 86400.0
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    embedded: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def address_for(self, ordinal: int, shards: int | None = None) -> str:
+        """The gRPC target of broker ``ordinal`` (also for ordinals past the current
+        shard count, when the config can name them: a template or a longer list)."""
+        if self.addresses_template is not None:
+            return self.addresses_template.format(ordinal=ordinal)
+        if ordinal < len(self.brokers):
+            return self.brokers[ordinal]
+        raise InvalidChannelLayerError(
+            f"no broker address for ordinal {ordinal}: 'brokers' lists {len(self.brokers)}"
+        )
+
+    @property
+    def unix_path(self) -> Path | None:
+        """The socket path when this is a one-broker unix address."""
+        if len(self.brokers) == 1 and self.brokers[0].startswith("unix:"):
+            return Path(self.brokers[0][len("unix:") :].removeprefix("//"))
+        return None
+
+
+def default_broker_address() -> str:
+    """The embedded broker's socket: stable for one project, distinct between projects."""
+    from django.conf import settings
+
+    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    base_dir = getattr(settings, "BASE_DIR", None) or Path.cwd()
+    digest = hashlib.blake2b(f"{settings_module}|{base_dir}".encode(), digest_size=6).hexdigest()
+    return f"unix:{Path(tempfile.gettempdir()) / f'django-ws-{digest}.sock'}"
+
+
+def check_address(address: object, setting: str) -> str:
+    """Return a gRPC target for ``address`` or raise naming the setting and the forms."""
+    if isinstance(address, str):
+        if address.startswith(("unix:", "unix-abstract:")) and len(address.split(":", 1)[1]) > 0:
+            return address
+        match = _HOST_PORT_RE.fullmatch(address)
+        if match and 0 < int(match.group(2)) < 65536:
+            return address
+    raise InvalidChannelLayerError(
+        f"{setting}: {address!r} is not a broker address; use 'unix:/path/to.sock', "
+        "'unix-abstract:name' or 'host:port'"
+    )
+
+
+def _number(config: Mapping[str, Any], key: str, default: float, setting: str) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise InvalidChannelLayerError(f"{setting}['{key}'] must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _tls(config: Mapping[str, Any], setting: str) -> TLSConfig | None:
+    tls = config.get("tls")
+    if tls is None:
+        return None
+    if not isinstance(tls, Mapping) or "ca" not in tls:
+        raise InvalidChannelLayerError(
+            f"{setting}['tls'] must be a dict with at least 'ca' (and 'cert' + 'key' for "
+            "mutual TLS)"
+        )
+    if ("cert" in tls) != ("key" in tls):
+        raise InvalidChannelLayerError(f"{setting}['tls']: 'cert' and 'key' go together")
+    return TLSConfig(
+        ca=Path(tls["ca"]),
+        cert=Path(tls["cert"]) if "cert" in tls else None,
+        key=Path(tls["key"]) if "key" in tls else None,
+        server_name=tls.get("server_name"),
+    )
+
+
+def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> TransportConfig:
+    """Parse a CONFIG dict; every error names the setting and what is wrong."""
+    setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{alias}']['CONFIG']"
+    config = dict(config or {})
+    if not isinstance(config, dict):
+        raise InvalidChannelLayerError(f"{setting} must be a dict")
+    if "address" in config and "brokers" in config:
+        raise InvalidChannelLayerError(f"{setting}: give 'address' or 'brokers', not both")
+    template: str | None = None
+    embedded = False
+    brokers_value = config.get("brokers")
+    if brokers_value is None:
+        address = config.get("address")
+        if address is None:
+            address = default_broker_address()
+            embedded = True
+        brokers = (check_address(address, f"{setting}['address']"),)
+        embedded = embedded or brokers[0].startswith("unix:")
+        shards = 1
+    elif isinstance(brokers_value, str):
+        if "{ordinal}" not in brokers_value:
+            raise InvalidChannelLayerError(
+                f"{setting}['brokers'] as a string is a template and must contain "
+                "'{ordinal}', e.g. 'broker-{ordinal}.broker-headless:50051'"
+            )
+        shards_value = config.get("shards")
+        if not isinstance(shards_value, int) or isinstance(shards_value, bool) or shards_value < 1:
+            raise InvalidChannelLayerError(
+                f"{setting}['shards'] must be the number of brokers (>= 1) when 'brokers' "
+                f"is a template, got {shards_value!r}"
+            )
+        template = brokers_value
+        shards = shards_value
+        brokers = tuple(
+            check_address(template.format(ordinal=k), f"{setting}['brokers']") for k in range(shards)
+        )
+    elif isinstance(brokers_value, (list, tuple)) and brokers_value:
+        brokers = tuple(
+            check_address(a, f"{setting}['brokers'][{i}]") for i, a in enumerate(brokers_value)
+        )
+        shards_value = config.get("shards", len(brokers))
+        if (
+            not isinstance(shards_value, int)
+            or isinstance(shards_value, bool)
+            or not 1 <= shards_value <= len(brokers)
+        ):
+            raise InvalidChannelLayerError(
+                f"{setting}['shards'] must be between 1 and the {len(brokers)} listed brokers, "
+                f"got {shards_value!r}"
+            )
+        shards = shards_value
+    else:
+        raise InvalidChannelLayerError(
+            f"{setting}['brokers'] must be a non-empty list of addresses or a template "
+            f"string, got {brokers_value!r}"
+        )
+    capacity = config.get("capacity", DEFAULT_CAPACITY)
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+        raise InvalidChannelLayerError(f"{setting}['capacity'] must be an int >= 1, got {capacity!r}")
+    max_event_bytes = config.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)
+    if not isinstance(max_event_bytes, int) or max_event_bytes < 64:
+        raise InvalidChannelLayerError(
+            f"{setting}['max_event_bytes'] must be an int >= 64, got {max_event_bytes!r}"
+        )
+    known = {
+        "address", "brokers", "shards", "tls", "timeout", "connect_timeout", "capacity",
+        "expiry", "group_expiry", "max_event_bytes",
+    }
+    return TransportConfig(
+        brokers=brokers,
+        shards=shards,
+        addresses_template=template,
+        tls=_tls(config, setting),
+        timeout=_number(config, "timeout", 5.0, setting),
+        connect_timeout=_number(config, "connect_timeout", 5.0, setting),
+        capacity=capacity,
+        expiry=_number(config, "expiry", 60.0, setting),
+        group_expiry=_number(config, "group_expiry", 86400.0, setting),
+        max_event_bytes=max_event_bytes,
+        embedded=embedded,
+        extra={k: v for k, v in config.items() if k not in known},
+    )

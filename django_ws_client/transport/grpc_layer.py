@@ -1,0 +1,110 @@
+"""The channel layer that plain Django processes use: unary publishes over gRPC.
+
+Views, signals, tasks and management commands publish through it; inside the websocket
+server the edge provides its own layer (streams, local membership) instead, and
+:func:`~django_ws_client.transport.get_channel_layer` returns that one there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+
+from django_ws_proto import codec
+from django_ws_proto.names import require_group_name
+from django_ws_proto.ring import ShardRing
+from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
+
+from django_ws_client.exceptions import BrokerRefused, BrokerUnavailable
+from django_ws_client.tracing import inject_trace
+from django_ws_client.transport.base import ChannelLayer, channel_of
+from django_ws_client.transport.channels import SyncChannelPool
+from django_ws_client.transport.config import TransportConfig, parse_config
+
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class GRPCTransportLayer(ChannelLayer):
+    """Publishes to the broker that owns each group, reusing one connection per broker."""
+
+    def __init__(self, config: TransportConfig | None = None, **config_kwargs: Any) -> None:
+        super().__init__(config if config is not None else parse_config(config_kwargs))
+        self.ring = ShardRing(self.config.shards)
+        self._pool = SyncChannelPool(self.config)
+
+    def _stub(self, ordinal: int) -> broker_pb2_grpc.BrokerStub:
+        return broker_pb2_grpc.BrokerStub(self._pool.get(self.config.address_for(ordinal)))
+
+    async def _publish(self, ordinal: int, publish: broker_pb2.Publish) -> None:
+        request = broker_pb2.PublishRequest(publish=[publish], shards=self.ring.shards)
+        future = self._stub(ordinal).Publish.future(request, timeout=self.config.timeout)
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[broker_pb2.PublishReply] = loop.create_future()
+
+        def transfer(done: Any) -> None:
+            def settle() -> None:
+                if result.cancelled():
+                    return
+                try:
+                    result.set_result(done.result())
+                except grpc.RpcError as exc:
+                    result.set_exception(self._error(ordinal, exc))
+
+            loop.call_soon_threadsafe(settle)
+
+        future.add_done_callback(transfer)
+        try:
+            reply = await result
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        if reply.refusals:
+            refusal = reply.refusals[0]
+            raise BrokerRefused(f"broker {ordinal} refused: {refusal.reason}")
+
+    def _error(self, ordinal: int, exc: grpc.RpcError) -> Exception:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        address = self.config.address_for(ordinal)
+        if code in _UNAVAILABLE:
+            return BrokerUnavailable(
+                f"broker {ordinal} at {address} is unavailable ({code.name if code else '?'}: "
+                f"{details}); is the websocket server or broker running?"
+            )
+        return BrokerRefused(f"broker {ordinal} at {address} answered {code}: {details}")
+
+    def _make_publish(self, *, group: str = "", channel: str = "", event: Any) -> broker_pb2.Publish:
+        publish = broker_pb2.Publish(
+            group=group, channel=channel, event=self.encode_event(event), sent_at=time.time()
+        )
+        inject_trace(publish.trace)
+        return publish
+
+    async def group_send(self, group: str, message: Any) -> None:
+        require_group_name(group)
+        publish = self._make_publish(group=group, event=message)
+        await self._publish(self.ring.owner(group), publish)
+
+    async def send(self, channel: str, message: Any) -> None:
+        channel = channel_of(channel)
+        publish = self._make_publish(channel=channel, event=message)
+        await self._publish(self.ring.channel_owner(channel), publish)
+
+    async def _control(self, op: str, group: str, channel: Any) -> None:
+        require_group_name(group)
+        name = channel_of(channel)
+        publish = broker_pb2.Publish(channel=name, event=codec.encode_control(op, group))
+        await self._publish(self.ring.channel_owner(name), publish)
+
+    async def group_add(self, group: str, channel: Any) -> None:
+        """Ask the edge that holds ``channel`` to add it to ``group``."""
+        await self._control("group_add", group, channel)
+
+    async def group_discard(self, group: str, channel: Any) -> None:
+        await self._control("group_discard", group, channel)
+
+    async def close(self) -> None:
+        self._pool.close()

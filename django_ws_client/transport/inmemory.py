@@ -1,0 +1,84 @@
+"""An in-process channel layer for tests and single-process use (Channels'
+``InMemoryChannelLayer``). Nothing crosses a process boundary; events still go through
+the same encoding, so what fails here fails in production too."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any, Callable
+
+from django_ws_proto import codec
+from django_ws_proto.names import require_group_name
+
+from django_ws_client.exceptions import ChannelFull
+from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
+from django_ws_client.transport.config import TransportConfig, parse_config
+
+Deliver = Callable[[Any], bool]
+
+
+class InMemoryChannelLayer(ChannelLayer):
+    """Groups and channels held in this process."""
+
+    def __init__(self, config: TransportConfig | None = None, **config_kwargs: Any) -> None:
+        super().__init__(config if config is not None else parse_config(config_kwargs))
+        self.groups: dict[str, set[str]] = collections.defaultdict(set)
+        self._consumers: dict[str, Deliver] = {}
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
+
+    def attach(self, channel: str, deliver: Deliver) -> None:
+        """Route events for ``channel`` to a consumer's port (used by the communicator)."""
+        self._consumers[channel] = deliver
+
+    def detach(self, channel: str) -> None:
+        self._consumers.pop(channel, None)
+        for members in self.groups.values():
+            members.discard(channel)
+
+    def _decode(self, message: Any) -> Any:
+        return event_from_wire(codec.decode(self.encode_event(message)))
+
+    def _deliver(self, channel: str, message: Any) -> None:
+        deliver = self._consumers.get(channel)
+        if deliver is not None:
+            if not deliver(self._decode(message)):
+                raise ChannelFull(f"channel {channel!r} is over its capacity of {self.capacity}")
+            return
+        queue = self._queues.setdefault(channel, asyncio.Queue(maxsize=self.capacity))
+        try:
+            queue.put_nowait(self._decode(message))
+        except asyncio.QueueFull:
+            raise ChannelFull(
+                f"channel {channel!r} is over its capacity of {self.capacity}"
+            ) from None
+
+    async def send(self, channel: str, message: Any) -> None:
+        self._deliver(channel_of(channel), message)
+
+    async def receive(self, channel: str) -> Any:
+        queue = self._queues.setdefault(channel_of(channel), asyncio.Queue(maxsize=self.capacity))
+        return await queue.get()
+
+    async def group_add(self, group: str, channel: Any) -> None:
+        self.groups[require_group_name(group)].add(channel_of(channel))
+
+    async def group_discard(self, group: str, channel: Any) -> None:
+        members = self.groups.get(require_group_name(group))
+        if members is not None:
+            members.discard(channel_of(channel))
+            if not members:
+                del self.groups[group]
+
+    async def group_send(self, group: str, message: Any) -> None:
+        require_group_name(group)
+        self.encode_event(message)  # refuse a bad event even when the group is empty
+        for channel in list(self.groups.get(group, ())):
+            try:
+                self._deliver(channel, message)
+            except ChannelFull:
+                pass  # as in Channels: a full member does not fail the group send
+
+    async def flush(self) -> None:
+        self.groups.clear()
+        self._queues.clear()

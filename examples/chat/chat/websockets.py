@@ -1,0 +1,64 @@
+"""The seed's chat consumer, with the seed's bugs fixed, and a per-room variant.
+
+Fixed from the seed: ``===`` (not Python), ``session_started`` set on ``self`` (it was
+a local), the ``user_name`` / ``sender`` key mismatch, and the routing name mismatch.
+"""
+
+import json
+
+from django_ws_client.consumers import BaseConsumer
+from django_ws_client.groups import GroupMessage
+from django_ws_client.middlewares.utils import database_sync_to_async
+from django_ws_client.transport import get_channel_layer
+
+
+class ChatConsumer(BaseConsumer):
+    session_started = False
+
+    def room_group(self):
+        return "chat_room_a"
+
+    async def connect(self):
+        # Channels-like scope system
+        self.user = self.scope["user"]
+
+        if not await database_sync_to_async(self.user.has_perm)("chat.connect_to_chat"):
+            return await self.reject()
+
+        self.room_group_name = self.room_group()
+        self.user_name = self.user.get_full_name() or self.user.get_username()
+
+        await get_channel_layer().group_add(self.room_group_name, self)
+
+        self.session_started = True
+
+    async def reject(self):
+        # Do any cleaning here
+        await self.close()
+
+    async def chat_message(self, event: GroupMessage):
+        # Params can be used for filtering: don't echo a user's own messages.
+        params = json.loads(event.params)
+        if params["sender"] == self.user_name:
+            return
+
+        await self.send(json.dumps({"from": params["sender"], "message": event.message}))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        # User was verified?
+        if self.session_started:
+            await get_channel_layer().group_send(
+                self.room_group_name,
+                GroupMessage(
+                    "chat_message",
+                    message=text_data,
+                    params=json.dumps({"sender": self.user_name}),
+                ),
+            )
+
+
+class RoomConsumer(ChatConsumer):
+    """The same chat with one group per room named in the URL (``/ws/chat/<room>/``)."""
+
+    def room_group(self):
+        return f"chat_{self.scope['url_route']['kwargs']['room']}"

@@ -1,0 +1,3 @@
+from django_ws_broker.cli import main
+
+main()

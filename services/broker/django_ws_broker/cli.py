@@ -1,0 +1,115 @@
+"""``django-ws-broker``: the broker's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+
+from django_ws_broker.server import BrokerOptions, TLSFiles, serve
+from django_ws_broker.shard import DEFAULT_MAX_GROUPS_PER_EDGE, DEFAULT_QUEUE_SIZE
+
+_ORDINAL_RE = re.compile(r"-(\d+)$")
+
+
+def ordinal_from_hostname(hostname: str) -> int | None:
+    """The StatefulSet ordinal in a pod hostname such as ``django-ws-broker-2``."""
+    match = _ORDINAL_RE.search(hostname.split(".")[0])
+    return int(match.group(1)) if match else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="django-ws-broker",
+        description="Run a django-ws broker: one shard of the cluster's groups.",
+    )
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("DJANGO_WS_BROKER_LISTEN", "127.0.0.1:50051"),
+        help="unix:PATH or HOST:PORT to serve gRPC on (default 127.0.0.1:50051: not "
+        "reachable from other machines unless you say so)",
+    )
+    parser.add_argument(
+        "--ordinal",
+        type=int,
+        default=None,
+        help="this broker's shard ordinal; default: taken from a StatefulSet hostname "
+        "ending in -K, else 0",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=int(os.environ["DJANGO_WS_SHARDS"]) if os.environ.get("DJANGO_WS_SHARDS") else None,
+        help="number of brokers in the cluster (required when the ordinal is above 0)",
+    )
+    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                        help=f"deliveries queued per edge stream before drops (default {DEFAULT_QUEUE_SIZE})")
+    parser.add_argument("--max-groups-per-edge", type=int, default=DEFAULT_MAX_GROUPS_PER_EDGE,
+                        help=f"groups one edge stream may subscribe to (default {DEFAULT_MAX_GROUPS_PER_EDGE})")
+    parser.add_argument("--metrics", default=os.environ.get("DJANGO_WS_BROKER_METRICS"),
+                        metavar="HOST:PORT", help="serve Prometheus /metrics on this address")
+    parser.add_argument("--drain-seconds", type=float, default=0.0,
+                        help="after SIGTERM, report NOT_SERVING for this long before stopping")
+    parser.add_argument("--grace-seconds", type=float, default=10.0,
+                        help="time given to open streams to finish when stopping")
+    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    parser.add_argument("--tls-client-ca", type=Path,
+                        help="require client certificates signed by this CA (mutual TLS)")
+    parser.add_argument("--log-level", default=os.environ.get("DJANGO_WS_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> BrokerOptions:
+    parser_error = build_parser().error
+    ordinal = args.ordinal
+    if ordinal is None:
+        ordinal = ordinal_from_hostname(os.environ.get("HOSTNAME") or socket.gethostname()) or 0
+    shards = args.shards
+    if shards is None:
+        if ordinal > 0:
+            parser_error(f"broker ordinal is {ordinal}: --shards N is required to join a cluster")
+        shards = 1
+    if not 0 <= ordinal < shards:
+        parser_error(f"--ordinal {ordinal} must be below --shards {shards}")
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            parser_error("--tls-cert and --tls-key go together")
+        tls = TLSFiles(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+    elif args.tls_client_ca:
+        parser_error("--tls-client-ca needs --tls-cert and --tls-key")
+    return BrokerOptions(
+        listen=args.listen,
+        ordinal=ordinal,
+        shards=shards,
+        queue_size=args.queue_size,
+        max_groups_per_edge=args.max_groups_per_edge,
+        metrics_address=args.metrics,
+        drain_seconds=args.drain_seconds,
+        grace_seconds=args.grace_seconds,
+        tls=tls,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    options = options_from_args(args)
+    try:
+        asyncio.run(serve(options))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

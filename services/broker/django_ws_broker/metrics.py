@@ -1,0 +1,79 @@
+"""The broker's Prometheus metrics.
+
+Shard totals are read from :class:`ShardState` at scrape time by a collector, so the
+fan-out hot path pays nothing for them; latency is a histogram observed per frame.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from django_ws_broker.shard import ShardState
+
+PUBLISH_SECONDS = Histogram(
+    "django_ws_broker_publish_seconds",
+    "Time for the broker to apply one batch of publishes (fan-out to edge queues).",
+    buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+)
+
+
+class ShardCollector(Collector):
+    """Exports a ShardState's totals and gauges when Prometheus scrapes."""
+
+    def __init__(self, shard: ShardState) -> None:
+        self.shard = shard
+
+    def collect(self) -> Iterable[Metric]:
+        shard = self.shard
+        counters = shard.counters
+        labels = ["ordinal"]
+        ordinal = [str(shard.ordinal)]
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            family.add_metric(ordinal, value)
+            return family
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, doc, labels=labels)
+            family.add_metric(ordinal, value)
+            return family
+
+        yield gauge("django_ws_broker_shards", "Shard count this broker works with.", shard.shards)
+        yield gauge("django_ws_broker_edges", "Edge streams attached.", len(shard.edges))
+        yield gauge("django_ws_broker_groups", "Groups with at least one subscriber.", len(shard.groups))
+        yield gauge(
+            "django_ws_broker_subscriptions",
+            "Group subscriptions held (one per group per edge stream).",
+            shard.subscription_count(),
+        )
+        yield counter(
+            "django_ws_broker_published", "Publishes accepted (group and channel sends).",
+            counters.published,
+        )
+        yield counter(
+            "django_ws_broker_delivered", "Deliveries queued to edge streams.", counters.delivered
+        )
+        yield counter("django_ws_broker_refused", "Operations refused.", counters.refused)
+        yield counter(
+            "django_ws_broker_streams_attached", "Edge streams attached since start.",
+            counters.streams_attached,
+        )
+        dropped = CounterMetricFamily(
+            "django_ws_broker_dropped", "Deliveries dropped, by reason.", labels=["ordinal", "reason"]
+        )
+        dropped.add_metric([*ordinal, "edge_queue_full"], counters.dropped_queue_full)
+        dropped.add_metric([*ordinal, "no_such_channel"], counters.dropped_no_channel)
+        yield dropped
+        depth = GaugeMetricFamily(
+            "django_ws_broker_queue_depth",
+            "Deliveries waiting in each edge stream's queue.",
+            labels=["ordinal", "edge"],
+        )
+        for edge_id, edge in shard.edges.items():
+            depth.add_metric([*ordinal, edge_id], edge.queue.qsize())
+        yield depth

@@ -1,0 +1,109 @@
+"""One websocket connection at the edge: the bridge between websockets and a consumer.
+
+The consumer's ``connect`` runs while the handshake is still open (inside websockets'
+``process_request``), so ``accept()`` completes it with the chosen subprotocol,
+``close()`` before ``accept()`` answers HTTP 403, a route that does not match answers
+404, and a consumer that raises answers 500. After the handshake, frames from the client
+and events from groups go through the port's inbox, one handler at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from django_ws_client.connection import ConnectionPort
+
+from django_ws_edge import metrics
+
+if TYPE_CHECKING:
+    from django_ws_edge.layer import EdgeChannelLayer
+
+logger = logging.getLogger("django_ws.edge")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How the handshake ends: accepted (with subprotocol and headers) or an HTTP status."""
+
+    accept: bool
+    status: int = 101
+    subprotocol: str | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class EdgeConnection(ConnectionPort):
+    """A :class:`ConnectionPort` over a websockets ``ServerConnection``."""
+
+    def __init__(self, websocket: ServerConnection, layer: EdgeChannelLayer, capacity: int) -> None:
+        super().__init__(channel_name=layer.new_channel_name(), layer=layer, capacity=capacity)
+        self.websocket = websocket
+        self.edge_layer = layer
+        loop = asyncio.get_running_loop()
+        self.decision: asyncio.Future[Decision] = loop.create_future()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.task: asyncio.Task[None] | None = None
+        self._closing_slow = False
+
+    def _decide(self, decision: Decision) -> None:
+        if not self.decision.done():
+            self.decision.set_result(decision)
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        if self.decided:
+            return
+        self.accepted = True
+        self._decide(Decision(True, subprotocol=subprotocol, headers=list(headers or ())))
+
+    async def send(self, data: str | bytes) -> None:
+        if not self.accepted:
+            raise RuntimeError("send() before accept(): accept the connection in connect() first")
+        if not self.opened.done():
+            await self.opened
+        try:
+            await self.websocket.send(data)
+        except ConnectionClosed:
+            return  # the disconnect event is on its way to the consumer
+        metrics.MESSAGES_SENT.inc()
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.decided:
+            self.rejected = True
+            self._decide(Decision(False, status=403))
+            return
+        if self.rejected or self.close_requested:
+            return
+        self.close_requested = True
+        if not self.opened.done():
+            await self.opened
+        await self.websocket.close(code or 1000, reason or "")
+
+    async def fail_handshake(self, status: int) -> None:
+        self.rejected = True
+        self._decide(Decision(False, status=status))
+
+    async def leave_all_groups(self) -> None:
+        self.edge_layer.unregister(self.channel_name)
+
+    def close_slow(self, code: int) -> None:
+        """Close a consumer whose inbox overflowed, without waiting on it."""
+        if self._closing_slow or not self.accepted:
+            return
+        self._closing_slow = True
+        logger.warning("closing %s: its inbox is over its capacity of %d", self.channel_name, self.capacity)
+        asyncio.get_running_loop().create_task(
+            self.websocket.close(code, "consumer too slow")
+        )
+
+
+def receive_event(message: str | bytes) -> dict[str, Any]:
+    if isinstance(message, str):
+        return {"type": "websocket.receive", "text": message}
+    return {"type": "websocket.receive", "bytes": message}

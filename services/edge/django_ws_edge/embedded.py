@@ -1,0 +1,126 @@
+"""Finding the brokers at start-up, and starting the embedded one when there is none.
+
+One machine needs no separate broker: when the transport names a single ``unix:``
+address (the default) and nothing answers there, the supervisor starts
+``django-ws-broker`` on it as a child process, through the broker's own entry point, and
+stops it on exit. A TCP broker that does not answer is a start-up error naming the
+setting: starting one silently elsewhere would split the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from django_ws_client.transport.channels import channel_credentials, channel_options
+from django_ws_client.transport.config import TransportConfig
+
+logger = logging.getLogger("django_ws.edge")
+
+
+class BrokerNotFound(RuntimeError):
+    """A configured broker does not answer (and cannot be started here)."""
+
+
+async def broker_serving(address: str, config: TransportConfig, timeout: float = 1.0) -> bool:
+    """Whether a broker answers SERVING on the gRPC health service at ``address``."""
+    credentials = channel_credentials(config)
+    options = channel_options(config)
+    channel = (
+        grpc.aio.secure_channel(address, credentials, options=options)
+        if credentials
+        else grpc.aio.insecure_channel(address, options=options)
+    )
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+    finally:
+        await channel.close()
+
+
+class EmbeddedBroker:
+    """A broker child process on a unix socket, owned by this server."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, config: TransportConfig, timeout: float = 15.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django_ws_broker", "--listen", self.address,
+             "--ordinal", "0", "--shards", "1"],
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerNotFound(
+                    f"the embedded broker on {self.address} exited with code {self.process.returncode}"
+                )
+            if await broker_serving(self.address, config, timeout=0.5):
+                logger.info("embedded broker (pid %d) serving on %s", self.process.pid, self.address)
+                return
+            await asyncio.sleep(0.05)
+        self.stop()
+        raise BrokerNotFound(f"the embedded broker on {self.address} did not become ready in {timeout:.0f}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+
+async def ensure_brokers(config: TransportConfig, setting: str, allow_embedded: bool) -> EmbeddedBroker | None:
+    """Check every broker answers; start the embedded one where that is the design."""
+    unix_path = config.unix_path
+    if unix_path is not None and allow_embedded:
+        address = config.brokers[0]
+        if await broker_serving(address, config):
+            logger.info("using the broker already serving on %s", address)
+            return None
+        broker = EmbeddedBroker(address)
+        await broker.start(config)
+        return broker
+    deadline = time.monotonic() + config.connect_timeout
+    missing = list(range(config.shards))
+    while missing:
+        missing = [k for k in missing if not await broker_serving(config.address_for(k), config)]
+        if not missing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if missing:
+        addresses = ", ".join(f"{k}: {config.address_for(k)}" for k in missing)
+        raise BrokerNotFound(
+            f"{setting}: no broker answers at {addresses} (waited {config.connect_timeout:.0f}s). "
+            "Start the brokers, fix the address, or remove the setting to use an embedded broker."
+        )
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,215 @@
+"""The channel layer inside an edge worker.
+
+Group membership of this worker's connections is kept in a :class:`GroupIndex`; the
+broker that owns a group hears about it only when the group's first local member joins
+and its last one leaves. A group message arrives from the broker once per worker and is
+decoded once, then handed to each local member.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from django_ws_client.connection import CloseCode
+from django_ws_client.tracing import inject_trace
+from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
+from django_ws_client.transport.config import TransportConfig
+from django_ws_proto import codec
+from django_ws_proto.names import channel_home, require_group_name
+from django_ws_proto.ring import ShardRing
+from django_ws_proto.v1 import broker_pb2
+
+from django_ws_edge import metrics
+from django_ws_edge.group_index import GroupIndex
+from django_ws_edge.links import BrokerLink, LinkHandlers
+
+if TYPE_CHECKING:
+    from django_ws_edge.connection import EdgeConnection
+
+logger = logging.getLogger("django_ws.edge")
+
+
+class EdgeChannelLayer(ChannelLayer):
+    """Local membership plus one :class:`BrokerLink` per broker."""
+
+    def __init__(self, config: TransportConfig, *, edge_id: str | None = None) -> None:
+        super().__init__(config)
+        self.edge_id = edge_id or f"ws.{secrets.token_hex(6)}"
+        self.index = GroupIndex()
+        self.connections: dict[str, EdgeConnection] = {}
+        self.ring = ShardRing(config.shards)
+        self.topology_epoch = 0
+        self._channel_counter = 0
+        self.links: list[BrokerLink] = []
+        self._handlers = LinkHandlers(
+            groups_owned=self._groups_owned, on_frame=self._on_frame, on_state=self._on_state
+        )
+        for ordinal in range(config.shards):
+            self.links.append(self._make_link(ordinal))
+
+    def _make_link(self, ordinal: int) -> BrokerLink:
+        return BrokerLink(
+            ordinal=ordinal,
+            address=self.config.address_for(ordinal),
+            shards=self.ring.shards,
+            edge_id=self.edge_id,
+            config=self.config,
+            handlers=self._handlers,
+        )
+
+    # Life ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for link in self.links:
+            link.start()
+
+    async def close(self) -> None:
+        for link in self.links:
+            await link.close()
+
+    @property
+    def ready(self) -> bool:
+        """Ready only while every broker this worker needs is linked."""
+        return all(link.up for link in self.links)
+
+    # Connections ---------------------------------------------------------------------
+
+    def new_channel_name(self) -> str:
+        self._channel_counter += 1
+        return f"{self.edge_id}!{self._channel_counter:x}"
+
+    def register(self, connection: EdgeConnection) -> None:
+        self.connections[connection.channel_name] = connection
+
+    def unregister(self, channel: str) -> None:
+        """Forget a finished connection and take it out of all its groups."""
+        self.connections.pop(channel, None)
+        for group in self.index.remove_channel(channel):
+            self._link_for(group).unsubscribe(group)
+        metrics.LOCAL_GROUPS.set(len(self.index))
+
+    def _is_local(self, channel: str) -> bool:
+        return channel_home(channel) == self.edge_id
+
+    def _link_for(self, group: str) -> BrokerLink:
+        return self.links[self.ring.owner(group)]
+
+    def _groups_owned(self, ordinal: int) -> list[str]:
+        return [group for group in self.index.groups() if self.ring.owner(group) == ordinal]
+
+    # Channel layer API ---------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: Any) -> None:
+        require_group_name(group)
+        name = channel_of(channel)
+        if not self._is_local(name):
+            await self._control("group_add", group, name)
+            return
+        if name not in self.connections:
+            return  # the connection already finished: joining would leak membership
+        if self.index.add(group, name):
+            self._link_for(group).subscribe(group)
+            metrics.LOCAL_GROUPS.set(len(self.index))
+
+    async def group_discard(self, group: str, channel: Any) -> None:
+        require_group_name(group)
+        name = channel_of(channel)
+        if not self._is_local(name):
+            await self._control("group_discard", group, name)
+            return
+        if self.index.discard(group, name):
+            self._link_for(group).unsubscribe(group)
+            metrics.LOCAL_GROUPS.set(len(self.index))
+
+    async def group_send(self, group: str, message: Any) -> None:
+        require_group_name(group)
+        publish = broker_pb2.Publish(group=group, event=self.encode_event(message), sent_at=time.time())
+        inject_trace(publish.trace)
+        metrics.GROUP_SENDS.inc()
+        await self._link_for(group).publish(publish)
+
+    async def send(self, channel: str, message: Any) -> None:
+        name = channel_of(channel)
+        event = self.encode_event(message)
+        if self._is_local(name):
+            self._deliver_to(name, event_from_wire(codec.decode(event)))
+            return
+        publish = broker_pb2.Publish(channel=name, event=event, sent_at=time.time())
+        inject_trace(publish.trace)
+        await self.links[self.ring.channel_owner(name)].publish(publish)
+
+    async def _control(self, op: str, group: str, channel: str) -> None:
+        publish = broker_pb2.Publish(channel=channel, event=codec.encode_control(op, group))
+        await self.links[self.ring.channel_owner(channel)].publish(publish)
+
+    async def flush(self) -> None:
+        for link in self.links:
+            if link.up:
+                await link.sync()
+
+    # From the brokers ----------------------------------------------------------------
+
+    def _on_state(self, ordinal: int, up: bool) -> None:
+        metrics.LINKS_UP.set(sum(1 for link in self.links if link.up))
+
+    def _on_frame(self, ordinal: int, frame: broker_pb2.BrokerFrame) -> None:
+        if frame.dropped:
+            metrics.BROKER_DROPPED.inc(frame.dropped)
+            logger.warning("broker %d dropped %d deliveries for this worker (queue full)", ordinal, frame.dropped)
+        for refusal in frame.refusals:
+            logger.error(
+                "broker %d refused an operation on %r: %s",
+                ordinal,
+                refusal.group or refusal.channel,
+                refusal.reason,
+            )
+        if frame.deliveries:
+            now = time.time()
+            for delivery in frame.deliveries:
+                if delivery.sent_at:
+                    metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.sent_at))
+                self._on_delivery(delivery)
+
+    def _on_delivery(self, delivery: broker_pb2.Delivery) -> None:
+        try:
+            decoded = codec.decode(delivery.event)
+        except ValueError as exc:
+            logger.error("undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc)
+            return
+        if delivery.group:
+            members = self.index.members(delivery.group)
+            if not members:
+                return
+            event = event_from_wire(decoded)
+            copy = isinstance(event, dict)
+            for channel in members:
+                # Each consumer gets its own dict, as with Channels' per-channel queues.
+                self._deliver_to(channel, dict(event) if copy else event)
+        elif decoded.kind == codec.CONTROL:
+            self._apply_control(delivery.channel, decoded)
+        else:
+            self._deliver_to(delivery.channel, event_from_wire(decoded))
+
+    def _apply_control(self, channel: str, decoded: codec.DecodedEvent) -> None:
+        group = decoded.body.get("group", "")
+        if channel not in self.connections:
+            return
+        if decoded.type == "group_add":
+            if self.index.add(group, channel):
+                self._link_for(group).subscribe(group)
+        elif decoded.type == "group_discard":
+            if self.index.discard(group, channel):
+                self._link_for(group).unsubscribe(group)
+        metrics.LOCAL_GROUPS.set(len(self.index))
+
+    def _deliver_to(self, channel: str, event: Any) -> None:
+        connection = self.connections.get(channel)
+        if connection is None:
+            return
+        metrics.DELIVERIES.inc()
+        if not connection.deliver(event):
+            metrics.SLOW_CONSUMERS_CLOSED.inc()
+            connection.close_slow(CloseCode.TRY_AGAIN_LATER)

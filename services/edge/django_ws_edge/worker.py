@@ -1,0 +1,251 @@
+"""One edge worker process: a websockets server running Django consumers.
+
+Started by the supervisor as ``python -m django_ws_edge.worker OPTIONS_JSON`` with the
+project's settings in the environment. It reports its state (listening, broker links up,
+draining) as JSON lines on a pipe the supervisor reads, which is how ``/readyz`` and the
+tests know it is ready without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from django_ws_client.exceptions import DenyConnection, HandshakeRejected
+from django_ws_client.transport import layer_config, use_layer
+
+from django_ws_edge import metrics
+from django_ws_edge.connection import EdgeConnection, receive_event
+from django_ws_edge.layer import EdgeChannelLayer
+from django_ws_edge.options import WorkerOptions
+from django_ws_edge.scope import build_scope
+from django_ws_edge.sockets import parse_bind, tcp_socket
+
+logger = logging.getLogger("django_ws.edge")
+
+_REASONS = {403: "Forbidden", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class Worker:
+    """Serves websockets for one process and owns its broker links."""
+
+    def __init__(self, options: WorkerOptions, app: Any, layer: EdgeChannelLayer) -> None:
+        self.options = options
+        self.app = app
+        self.layer = layer
+        self.capacity = layer.config.capacity
+        self.server: Server | None = None
+        self.draining = False
+        self.active = 0
+        self._status_file = os.fdopen(options.status_fd, "w", buffering=1) if options.status_fd else None
+        self._last_status: dict[str, Any] = {}
+
+    # Handshake -----------------------------------------------------------------------
+
+    def _port_of(self, websocket: ServerConnection) -> EdgeConnection:
+        port: EdgeConnection = websocket.django_ws_port  # type: ignore[attr-defined]
+        return port
+
+    def _respond(self, websocket: ServerConnection, status: int) -> Response:
+        metrics.HANDSHAKES_REJECTED.labels(str(status)).inc()
+        return websocket.respond(status, f"{status} {_REASONS.get(status, 'Error')}\n")
+
+    async def process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
+        if self.draining:
+            return self._respond(websocket, 503)
+        if self.active >= self.options.max_connections:
+            logger.warning("connection limit of %d reached: answering 503", self.options.max_connections)
+            return self._respond(websocket, 503)
+        scope = build_scope(websocket, request)
+        port = EdgeConnection(websocket, self.layer, self.capacity)
+        websocket.django_ws_port = port  # type: ignore[attr-defined]
+        self.layer.register(port)
+        port.task = asyncio.get_running_loop().create_task(self._run_app(scope, port))
+        try:
+            await asyncio.wait({port.decision, port.task}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # Handshake timeout: connect() never decided. Stop the consumer too.
+            port.task.cancel()
+            self.layer.unregister(port.channel_name)
+            raise
+        if port.decision.done():
+            decision = port.decision.result()
+            if decision.accept:
+                return None
+            return self._respond(websocket, decision.status)
+        return self._respond(websocket, self._status_for(port.task))
+
+    def _status_for(self, task: asyncio.Task[None]) -> int:
+        """The HTTP status for a stack that ended without deciding the handshake."""
+        exc = task.exception() if not task.cancelled() else None
+        if isinstance(exc, HandshakeRejected):
+            return exc.status
+        if isinstance(exc, DenyConnection):
+            return 403
+        if exc is not None:
+            logger.error("websocket middleware or consumer failed during the handshake", exc_info=exc)
+            return 500
+        return 403
+
+    async def _run_app(self, scope: dict[str, Any], port: EdgeConnection) -> None:
+        try:
+            await self.app(scope, port)
+        finally:
+            self.layer.unregister(port.channel_name)
+
+    def select_subprotocol(self, websocket: ServerConnection, offered: Any) -> Any:
+        port = self._port_of(websocket)
+        chosen = port.decision.result().subprotocol if port.decision.done() else None
+        if chosen is not None and chosen not in offered:
+            logger.warning("consumer chose subprotocol %r that the client did not offer", chosen)
+            return None
+        return chosen
+
+    def process_response(self, websocket: ServerConnection, request: Request, response: Response) -> None:
+        port = getattr(websocket, "django_ws_port", None)
+        if port is not None and port.decision.done() and response.status_code == 101:
+            headers: Headers = response.headers
+            for name, value in port.decision.result().headers:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+
+    # Connection ----------------------------------------------------------------------
+
+    async def handler(self, websocket: ServerConnection) -> None:
+        port = self._port_of(websocket)
+        self.active += 1
+        metrics.CONNECTIONS_OPENED.inc()
+        metrics.CONNECTIONS_OPEN.inc()
+        port.opened.set_result(None)
+        try:
+            async for message in websocket:
+                metrics.MESSAGES_RECEIVED.inc()
+                event = receive_event(message)
+                if not port.deliver(event):
+                    await port.wait_for_room()
+                    port.deliver(event)
+        except ConnectionClosed:
+            pass
+        finally:
+            code = websocket.close_code if websocket.close_code is not None else 1006
+            metrics.CONNECTIONS_CLOSED.labels(str(code)).inc()
+            metrics.CONNECTIONS_OPEN.dec()
+            port.deliver_disconnect(code)
+            assert port.task is not None
+            try:
+                await asyncio.wait_for(asyncio.shield(port.task), self.options.grace_seconds)
+            except asyncio.TimeoutError:
+                logger.error("consumer on %s did not finish disconnect() in time", port.channel_name)
+            except Exception:
+                pass  # already logged by the port
+            self.active -= 1
+
+    # Life ----------------------------------------------------------------------------
+
+    def report(self, **changes: Any) -> None:
+        status = {**self._last_status, **changes, "pid": os.getpid()}
+        if status != self._last_status and self._status_file is not None:
+            try:
+                self._status_file.write(json.dumps(status) + "\n")
+            except BrokenPipeError:
+                self._status_file = None  # the supervisor is gone; the watcher stops us
+        self._last_status = status
+
+    async def _watch_readiness(self, stop: asyncio.Event) -> None:
+        parent = os.getppid()
+        while True:
+            self.report(ready=self.layer.ready and not self.draining, draining=self.draining)
+            if os.getppid() != parent or (self.options.status_fd and self._status_file is None):
+                logger.error("the supervisor went away; worker %d stops", os.getpid())
+                stop.set()
+                return
+            await asyncio.sleep(0.1)
+
+    def _listening_socket(self) -> socket.socket:
+        if self.options.inherited_fd is not None:
+            return socket.socket(fileno=self.options.inherited_fd)
+        return tcp_socket(parse_bind(self.options.bind), listen=True)
+
+    async def run(self) -> None:
+        options = self.options
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        self.layer.start()
+        sock = self._listening_socket()
+        self.server = await serve(
+            self.handler,
+            sock=sock,
+            process_request=self.process_request,
+            process_response=self.process_response,
+            select_subprotocol=self.select_subprotocol,
+            compression="deflate" if options.compression else None,
+            open_timeout=options.handshake_timeout,
+            ping_interval=options.ping_interval,
+            ping_timeout=options.ping_timeout,
+            close_timeout=options.close_timeout,
+            max_size=options.max_message_bytes,
+            write_limit=options.write_limit,
+            server_header="django-ws",
+        )
+        self.report(listening=True, ready=False, edge_id=self.layer.edge_id)
+        watcher = loop.create_task(self._watch_readiness(stop))
+        logger.info("worker %d serving %s as %s", os.getpid(), options.bind, self.layer.edge_id)
+        await stop.wait()
+        logger.info("worker %d draining: closing connections with 1001", os.getpid())
+        self.draining = True
+        self.report(ready=False, draining=True)
+        self.server.close(close_connections=True)
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), options.grace_seconds)
+        except asyncio.TimeoutError:
+            logger.error("connections still open after %.0fs; exiting anyway", options.grace_seconds)
+        watcher.cancel()
+        await self.layer.close()
+
+
+def configure_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=os.environ.get("DJANGO_WS_LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+            stream=sys.stderr,
+        )
+    # websockets logs every handshake at INFO; keep its warnings and errors only.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+async def _main(options: WorkerOptions) -> None:
+    from django_ws_client.conf import middleware_paths
+    from django_ws_client.middlewares.base import build_stack
+
+    layer = EdgeChannelLayer(layer_config(options.alias))
+    app = build_stack(middleware_paths())
+    with use_layer(layer, options.alias):
+        await Worker(options, app, layer).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import django
+
+    args = sys.argv[1:] if argv is None else argv
+    options = WorkerOptions.from_json(args[0])
+    django.setup()
+    configure_logging()
+    asyncio.run(_main(options))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Settings of the project the end-to-end tests serve; the tests set the environment."""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "tests-only-secret-key"
+DEBUG = False
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django_ws_client",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "testproject.urls"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("TEST_DATABASE", ":memory:"),
+    }
+}
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+WEBSOCKET_MIDDLEWARE = [
+    "django_ws_client.middlewares.scope.ScopeMiddleware",
+    "django_ws_client.middlewares.origin.OriginMiddleware",
+    "django_ws_client.middlewares.session.SessionMiddleware",
+    "django_ws_client.middlewares.auth.AuthMiddleware",
+    "django_ws_client.middlewares.route.RouteMiddleware",
+]
+WEBSOCKET_ALLOWED_ORIGINS = os.environ.get("TEST_ALLOWED_ORIGINS", "*").split(",")
+WEBSOCKET_ROUTE_MODULE = "testproject.routing"
+
+_config = {}
+if os.environ.get("TEST_BROKERS"):
+    _config["brokers"] = os.environ["TEST_BROKERS"].split(",")
+elif os.environ.get("TEST_BROKER"):
+    _config["address"] = os.environ["TEST_BROKER"]
+if os.environ.get("TEST_CAPACITY"):
+    _config["capacity"] = int(os.environ["TEST_CAPACITY"])
+_config["connect_timeout"] = float(os.environ.get("TEST_CONNECT_TIMEOUT", "5"))
+
+WEBSOCKET_TRANSPORT_BACKENDS = {
+    "default": {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": _config}
+}
+WEBSOCKET_SERVER = {
+    "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
+    "GRACE_SECONDS": float(os.environ.get("TEST_GRACE_SECONDS", "5")),
+}

@@ -1,0 +1,256 @@
+"""Real processes for tests: brokers and websocket servers on free ports.
+
+Every helper waits for readiness (gRPC health, ``/readyz``) instead of sleeping, and
+every process is stopped by its fixture, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_PROJECT = ROOT / "tests" / "project"
+EXAMPLE_PROJECT = ROOT / "examples" / "chat"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Process:
+    """A child process with its output in a log file."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str]
+    cwd: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL of the whole process group if it lingers."""
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.popen.poll() is None:
+            self.popen.wait(5)
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Broker(Process):
+    listen: str = ""
+
+    def ready(self) -> bool:
+        with grpc.insecure_channel(self.listen) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
+                )
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def check() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"broker exited early:\n{self.log()}")
+            return self.ready()
+
+        wait_until(check, timeout, f"broker on {self.listen}")
+
+    def stats(self, include_groups: bool = False) -> broker_pb2.StatsReply:
+        with grpc.insecure_channel(self.listen) as channel:
+            return broker_pb2_grpc.BrokerStub(channel).Stats(
+                broker_pb2.StatsRequest(include_groups=include_groups), timeout=5
+            )
+
+
+@dataclass
+class EdgeServer(Process):
+    bind: str = ""
+    health_port: int = 0
+    events_file: Path | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.bind}"
+
+    def readyz(self) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            return 0, {}
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, object]:
+        detail: dict[str, object] = {}
+
+        def check() -> bool:
+            nonlocal detail
+            if not self.alive():
+                raise RuntimeError(f"websockets_server exited early:\n{self.log()}")
+            status, detail = self.readyz()
+            return status == 200
+
+        try:
+            wait_until(check, timeout, f"websockets_server on {self.bind} to be ready")
+        except TimeoutError:
+            raise TimeoutError(f"not ready: {detail}\n{self.log()}") from None
+        return detail
+
+    def worker_pids(self) -> list[int]:
+        _, detail = self.readyz()
+        return [int(w["pid"]) for w in detail.get("workers", []) if w.get("pid")]  # type: ignore[union-attr]
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def events(self) -> list[str]:
+        if self.events_file is None or not self.events_file.exists():
+            return []
+        return self.events_file.read_text().splitlines()
+
+
+def start_edge(
+    tmp: Path,
+    *,
+    workers: int = 2,
+    broker: str | None = None,
+    brokers: list[str] | None = None,
+    project: Path = TEST_PROJECT,
+    settings: str = "testproject.settings",
+    bind: str | None = None,
+    name: str = "edge",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    extra_args: tuple[str, ...] = (),
+) -> EdgeServer:
+    port = free_port()
+    health_port = free_port()
+    bind = bind or f"127.0.0.1:{port}"
+    events = tmp / f"{name}-events.txt"
+    extra = {
+        "DJANGO_SETTINGS_MODULE": settings,
+        "TEST_EVENTS_FILE": str(events),
+        "TEST_DATABASE": str(tmp / "db.sqlite3"),
+        **(env or {}),
+    }
+    if broker:
+        extra["TEST_BROKER"] = broker
+    if brokers:
+        extra["TEST_BROKERS"] = ",".join(brokers)
+    server = EdgeServer(
+        args=[sys.executable, "manage.py", "websockets_server", "-b", bind, "-w", str(workers),
+              "--health", f"127.0.0.1:{health_port}", *extra_args],
+        log_path=tmp / f"{name}.log", env=base_env(**extra), cwd=project,
+        bind=bind, health_port=health_port, events_file=events,
+    )
+    server.start()
+    if wait:
+        server.wait_ready()
+    return server
+
+
+@dataclass
+class Stack:
+    """Processes a test started, stopped at teardown in reverse order."""
+
+    tmp: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def broker(self, listen: str | None = None, *extra: str, name: str = "broker") -> Broker:
+        listen = listen or f"127.0.0.1:{free_port()}"
+        broker = Broker(
+            args=[sys.executable, "-m", "django_ws_broker", "--listen", listen, *extra],
+            log_path=self.tmp / f"{name}.log", env=base_env(), cwd=self.tmp, listen=listen,
+        )
+        broker.start()
+        self.processes.append(broker)
+        broker.wait_ready()
+        return broker
+
+    def edge(self, *, wait: bool = True, **kwargs: object) -> EdgeServer:
+        server = start_edge(self.tmp, wait=False, **kwargs)  # type: ignore[arg-type]
+        self.processes.append(server)  # registered before waiting: stopped even if never ready
+        if wait:
+            server.wait_ready()
+        return server
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
