@@ -6,6 +6,11 @@ Three ways to name brokers, all resolving to one address per shard ordinal:
 * ``"brokers": ["host:port", ...]``: list position is the ordinal;
 * ``"brokers": "broker-{ordinal}.broker-headless:50051", "shards": N``: a StatefulSet.
 
+When CONFIG names no broker, the environment may: ``DJANGO_WS_BROKERS`` (a template or
+a comma-separated list), ``DJANGO_WS_SHARDS``, and ``DJANGO_WS_TLS_CA`` /
+``DJANGO_WS_TLS_CERT`` / ``DJANGO_WS_TLS_KEY`` (how the Helm chart configures edges and
+app pods without touching the project's settings).
+
 With nothing configured, the broker is embedded: a unix socket in the temp folder
 whose name derives from the settings module, so the websocket server and the project's
 other processes (views, tasks) find the same one.
@@ -128,12 +133,38 @@ def _tls(config: Mapping[str, Any], setting: str) -> TLSConfig | None:
     )
 
 
+def _with_environment(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill broker addresses and TLS from DJANGO_WS_* variables when CONFIG has none."""
+    if "address" in config or "brokers" in config:
+        return config
+    brokers = os.environ.get("DJANGO_WS_BROKERS", "").strip()
+    if not brokers:
+        return config
+    if "{ordinal}" in brokers:
+        config["brokers"] = brokers
+    else:
+        config["brokers"] = [b.strip() for b in brokers.split(",") if b.strip()]
+    shards = os.environ.get("DJANGO_WS_SHARDS", "").strip()
+    if shards:
+        try:
+            config["shards"] = int(shards)
+        except ValueError:
+            raise InvalidChannelLayerError(f"DJANGO_WS_SHARDS must be a number, got {shards!r}") from None
+    if "tls" not in config and os.environ.get("DJANGO_WS_TLS_CA"):
+        tls = {"ca": os.environ["DJANGO_WS_TLS_CA"]}
+        if os.environ.get("DJANGO_WS_TLS_CERT"):
+            tls["cert"] = os.environ["DJANGO_WS_TLS_CERT"]
+            tls["key"] = os.environ.get("DJANGO_WS_TLS_KEY", "")
+        config["tls"] = tls
+    return config
+
+
 def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> TransportConfig:
     """Parse a CONFIG dict; every error names the setting and what is wrong."""
     setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{alias}']['CONFIG']"
-    config = dict(config or {})
-    if not isinstance(config, dict):
+    if config is not None and not isinstance(config, Mapping):
         raise InvalidChannelLayerError(f"{setting} must be a dict")
+    config = _with_environment(dict(config or {}))
     if "address" in config and "brokers" in config:
         raise InvalidChannelLayerError(f"{setting}: give 'address' or 'brokers', not both")
     template: str | None = None
