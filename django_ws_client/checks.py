@@ -23,8 +23,16 @@ from django_ws_client.exceptions import InvalidChannelLayerError
 TAG = "django_ws"
 
 SERVER_KEYS = {
-    "MAX_MESSAGE_BYTES", "HANDSHAKE_TIMEOUT", "MAX_CONNECTIONS", "PING_INTERVAL", "PING_TIMEOUT",
-    "CLOSE_TIMEOUT", "WRITE_LIMIT", "COMPRESSION", "GRACE_SECONDS", "HEALTH_BIND",
+    "MAX_MESSAGE_BYTES",
+    "HANDSHAKE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "CLOSE_TIMEOUT",
+    "WRITE_LIMIT",
+    "COMPRESSION",
+    "GRACE_SECONDS",
+    "HEALTH_BIND",
 }
 
 
@@ -35,22 +43,32 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors: list[Error] = []
     backends = conf.transport_backends()
     if not isinstance(backends, dict) or not backends:
-        return [Error("WEBSOCKET_TRANSPORT_BACKENDS must be a non-empty dict of aliases",
-                      hint="e.g. {'default': {'BACKEND': 'django_ws_client.transport.GRPCTransportLayer', "
-                           "'CONFIG': {}}}", id="django_ws.E002")]
+        return [
+            Error(
+                "WEBSOCKET_TRANSPORT_BACKENDS must be a non-empty dict of aliases",
+                hint="e.g. {'default': {'BACKEND': "
+                "'django_ws_client.transport.GRPCTransportLayer', "
+                "'CONFIG': {}}}",
+                id="django_ws.E002",
+            )
+        ]
     for alias in backends:
         try:
-            path = backend_settings(alias)["BACKEND"].replace("gGPCTransportLayer", "GRPCTransportLayer")
+            path = backend_settings(alias)["BACKEND"].replace(
+                "gGPCTransportLayer", "GRPCTransportLayer"
+            )
             import_string(path.replace("django_websockets.", "django_ws_client."))
         except InvalidChannelLayerError as exc:
             errors.append(Error(str(exc), id="django_ws.E001"))
             continue
         except ImportError as exc:
-            errors.append(Error(
-                f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] does not import: {exc}",
-                hint="use 'django_ws_client.transport.GRPCTransportLayer'",
-                id="django_ws.E001",
-            ))
+            errors.append(
+                Error(
+                    f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] does not import: {exc}",
+                    hint="use 'django_ws_client.transport.GRPCTransportLayer'",
+                    id="django_ws.E001",
+                )
+            )
             continue
         try:
             layer_config(alias)
@@ -65,14 +83,20 @@ def check_routes(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
     module = conf.route_module()
     if not module:
-        return [Error("WEBSOCKET_ROUTE_MODULE is not set",
-                      hint="name the module whose 'urlpatterns' route websocket paths, "
-                           "e.g. 'my_project.routing'", id="django_ws.E003")]
+        return [
+            Error(
+                "WEBSOCKET_ROUTE_MODULE is not set",
+                hint="name the module whose 'urlpatterns' route websocket paths, "
+                "e.g. 'my_project.routing'",
+                id="django_ws.E003",
+            )
+        ]
     try:
         load_urlpatterns(module)
     except Exception as exc:
-        return [Error(f"WEBSOCKET_ROUTE_MODULE {module!r} cannot be loaded: {exc}",
-                      id="django_ws.E003")]
+        return [
+            Error(f"WEBSOCKET_ROUTE_MODULE {module!r} cannot be loaded: {exc}", id="django_ws.E003")
+        ]
     return []
 
 
@@ -84,15 +108,21 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Error | War
         try:
             import_string(path.replace("django_websockets.", "django_ws_client."))
         except ImportError as exc:
-            results.append(Error(f"WEBSOCKET_MIDDLEWARE entry {path!r} does not import: {exc}",
-                                 id="django_ws.E004"))
+            results.append(
+                Error(
+                    f"WEBSOCKET_MIDDLEWARE entry {path!r} does not import: {exc}",
+                    id="django_ws.E004",
+                )
+            )
     if not any(p.endswith("origin.OriginMiddleware") for p in paths):
-        results.append(Warning(
-            "WEBSOCKET_MIDDLEWARE has no origin check: any web page can open websockets "
-            "to this server with its visitors' cookies",
-            hint="add 'django_ws_client.middlewares.origin.OriginMiddleware'",
-            id="django_ws.W001",
-        ))
+        results.append(
+            Warning(
+                "WEBSOCKET_MIDDLEWARE has no origin check: any web page can open websockets "
+                "to this server with its visitors' cookies",
+                hint="add 'django_ws_client.middlewares.origin.OriginMiddleware'",
+                id="django_ws.W001",
+            )
+        )
     return results
 
 
@@ -105,6 +135,11 @@ def check_server(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         return [Error("WEBSOCKET_SERVER must be a dict", id="django_ws.E005")]
     unknown = sorted(set(server) - SERVER_KEYS)
     if unknown:
-        return [Error(f"WEBSOCKET_SERVER has unknown keys {unknown}",
-                      hint=f"known keys: {sorted(SERVER_KEYS)}", id="django_ws.E005")]
+        return [
+            Error(
+                f"WEBSOCKET_SERVER has unknown keys {unknown}",
+                hint=f"known keys: {sorted(SERVER_KEYS)}",
+                id="django_ws.E005",
+            )
+        ]
     return []

@@ -14,7 +14,8 @@ import asyncio
 import collections
 import logging
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from django_ws_client.exceptions import StopConsumer
 

@@ -10,15 +10,15 @@ for the async one. Every event, from the socket or from a group, goes through
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from asgiref.sync import async_to_sync
-
-from django_ws_proto.names import handler_name
 
 from django_ws_client.db import database_sync_to_async
 from django_ws_client.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from django_ws_client.groups import GroupMessage
+from django_ws_proto.names import handler_name
 
 if TYPE_CHECKING:
     from django_ws_client.connection import ConnectionPort

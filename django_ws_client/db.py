@@ -6,19 +6,20 @@ long-lived websocket worker never holds a connection the database has dropped.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import SyncToAsync
 from django.db import close_old_connections
 
 
-class DatabaseSyncToAsync(SyncToAsync):
+class DatabaseSyncToAsync(SyncToAsync[..., Any]):
     """``sync_to_async`` that cleans up old database connections around the call."""
 
     def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
         close_old_connections()
         try:
-            return super().thread_handler(loop, *args, **kwargs)
+            return super().thread_handler(loop, *args, **kwargs)  # type: ignore[no-untyped-call]
         finally:
             close_old_connections()
 

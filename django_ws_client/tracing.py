@@ -9,7 +9,8 @@ environment variable set to anything but ``none``.
 from __future__ import annotations
 
 import os
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 from opentelemetry import propagate, trace
 

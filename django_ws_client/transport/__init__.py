@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.utils.module_loading import import_string
 

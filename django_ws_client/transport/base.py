@@ -12,12 +12,11 @@ import secrets
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from django_ws_client.groups import GroupMessage
+from django_ws_client.transport.config import TransportConfig
 from django_ws_proto import codec
 from django_ws_proto.names import require_channel_name, require_group_name
 from django_ws_proto.v1 import broker_pb2
-
-from django_ws_client.groups import GroupMessage
-from django_ws_client.transport.config import TransportConfig
 
 
 def channel_of(target: Any) -> str:
@@ -91,8 +90,8 @@ class ChannelLayer(ABC):
             "server; receiving on a channel from another process is not supported"
         )
 
-    async def flush(self) -> None:
+    async def flush(self) -> None:  # noqa: B027 (optional, as in Channels)
         """Forget everything this layer holds (for tests)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional)
         """Release connections (for process shutdown and tests)."""

@@ -22,13 +22,13 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
-from django_ws_proto.codec import DEFAULT_MAX_EVENT_BYTES
+from typing import Any
 
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_proto.codec import DEFAULT_MAX_EVENT_BYTES
 
 _HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
 
@@ -110,7 +110,9 @@ def check_address(address: object, setting: str) -> str:
 def _number(config: Mapping[str, Any], key: str, default: float, setting: str) -> float:
     value = config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise InvalidChannelLayerError(f"{setting}['{key}'] must be a positive number, got {value!r}")
+        raise InvalidChannelLayerError(
+            f"{setting}['{key}'] must be a positive number, got {value!r}"
+        )
     return float(value)
 
 
@@ -149,7 +151,9 @@ def _with_environment(config: dict[str, Any]) -> dict[str, Any]:
         try:
             config["shards"] = int(shards)
         except ValueError:
-            raise InvalidChannelLayerError(f"DJANGO_WS_SHARDS must be a number, got {shards!r}") from None
+            raise InvalidChannelLayerError(
+                f"DJANGO_WS_SHARDS must be a number, got {shards!r}"
+            ) from None
     if "tls" not in config and os.environ.get("DJANGO_WS_TLS_CA"):
         tls = {"ca": os.environ["DJANGO_WS_TLS_CA"]}
         if os.environ.get("DJANGO_WS_TLS_CERT"):
@@ -168,6 +172,7 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
     if "address" in config and "brokers" in config:
         raise InvalidChannelLayerError(f"{setting}: give 'address' or 'brokers', not both")
     template: str | None = None
+    brokers: tuple[str, ...]
     embedded = False
     brokers_value = config.get("brokers")
     if brokers_value is None:
@@ -193,7 +198,8 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         template = brokers_value
         shards = shards_value
         brokers = tuple(
-            check_address(template.format(ordinal=k), f"{setting}['brokers']") for k in range(shards)
+            check_address(template.format(ordinal=k), f"{setting}['brokers']")
+            for k in range(shards)
         )
     elif isinstance(brokers_value, (list, tuple)) and brokers_value:
         brokers = tuple(
@@ -217,15 +223,25 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         )
     capacity = config.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
-        raise InvalidChannelLayerError(f"{setting}['capacity'] must be an int >= 1, got {capacity!r}")
+        raise InvalidChannelLayerError(
+            f"{setting}['capacity'] must be an int >= 1, got {capacity!r}"
+        )
     max_event_bytes = config.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)
     if not isinstance(max_event_bytes, int) or max_event_bytes < 64:
         raise InvalidChannelLayerError(
             f"{setting}['max_event_bytes'] must be an int >= 64, got {max_event_bytes!r}"
         )
     known = {
-        "address", "brokers", "shards", "tls", "timeout", "connect_timeout", "capacity",
-        "expiry", "group_expiry", "max_event_bytes",
+        "address",
+        "brokers",
+        "shards",
+        "tls",
+        "timeout",
+        "connect_timeout",
+        "capacity",
+        "expiry",
+        "group_expiry",
+        "max_event_bytes",
     }
     return TransportConfig(
         brokers=brokers,

@@ -13,16 +13,15 @@ from typing import Any
 
 import grpc
 
-from django_ws_proto import codec
-from django_ws_proto.names import require_group_name
-from django_ws_proto.ring import ShardRing
-from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
-
 from django_ws_client.exceptions import BrokerRefused, BrokerUnavailable
 from django_ws_client.tracing import inject_trace
 from django_ws_client.transport.base import ChannelLayer, channel_of
 from django_ws_client.transport.channels import SyncChannelPool
 from django_ws_client.transport.config import TransportConfig, parse_config
+from django_ws_proto import codec
+from django_ws_proto.names import require_group_name
+from django_ws_proto.ring import ShardRing
+from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -76,7 +75,9 @@ class GRPCTransportLayer(ChannelLayer):
             )
         return BrokerRefused(f"broker {ordinal} at {address} answered {code}: {details}")
 
-    def _make_publish(self, *, group: str = "", channel: str = "", event: Any) -> broker_pb2.Publish:
+    def _make_publish(
+        self, *, group: str = "", channel: str = "", event: Any
+    ) -> broker_pb2.Publish:
         publish = broker_pb2.Publish(
             group=group, channel=channel, event=self.encode_event(event), sent_at=time.time()
         )

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Callable
-
-from django_ws_proto import codec
-from django_ws_proto.names import require_group_name
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from django_ws_client.exceptions import ChannelFull
 from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
 from django_ws_client.transport.config import TransportConfig, parse_config
+from django_ws_proto import codec
+from django_ws_proto.names import require_group_name
 
 Deliver = Callable[[Any], bool]
 
@@ -74,10 +75,9 @@ class InMemoryChannelLayer(ChannelLayer):
         require_group_name(group)
         self.encode_event(message)  # refuse a bad event even when the group is empty
         for channel in list(self.groups.get(group, ())):
-            try:
+            # As in Channels: a full member does not fail the group send.
+            with contextlib.suppress(ChannelFull):
                 self._deliver(channel, message)
-            except ChannelFull:
-                pass  # as in Channels: a full member does not fail the group send
 
     async def flush(self) -> None:
         self.groups.clear()

@@ -8,8 +8,9 @@ keys and JSON-compatible values end to end, exactly as a Django user wrote them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from django_ws_proto.names import require_event_type
 from django_ws_proto.v1 import broker_pb2

@@ -7,10 +7,9 @@ import json
 import signal
 
 import pytest
+from support.processes import Stack, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
-
-from support.processes import Stack, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,7 +20,9 @@ async def join(url: str) -> tuple[object, dict[str, object]]:
     return ws, hello
 
 
-async def clients_on_distinct_workers(base: str, group: str, tries: int = 40) -> list[tuple[object, dict]]:
+async def clients_on_distinct_workers(
+    base: str, group: str, tries: int = 40
+) -> list[tuple[object, dict]]:
     """Open connections until two land on different worker processes (SO_REUSEPORT
     spreads them by hash), closing the extra ones."""
     found: dict[int, tuple[object, dict]] = {}
@@ -65,18 +66,26 @@ async def test_two_workers_share_a_group_and_other_groups_hear_nothing(stack: St
         await ws.close()
 
 
-async def test_consumer_raising_in_receive_closes_1011_and_server_keeps_serving(stack: Stack) -> None:
+async def test_consumer_raising_in_receive_closes_1011_and_server_keeps_serving(
+    stack: Stack,
+) -> None:
     server = stack.edge(workers=1)
     bystander, _ = await join(f"{server.ws_url}/ws/group/calm/")
     async with connect(f"{server.ws_url}/ws/raise/receive/") as ws:
         await ws.send("please fail")
         await asyncio.wait_for(ws.wait_closed(), 5)
         assert ws.close_code == 1011
-    wait_until(lambda: "boom from receive: please fail" in server.log(), 5, "the traceback in the log")
+    wait_until(
+        lambda: "boom from receive: please fail" in server.log(), 5, "the traceback in the log"
+    )
     log = server.log()
     assert "Traceback (most recent call last)" in log
     assert "RaisingConsumer" in log
-    wait_until(lambda: "disconnect raising 1011" in server.events(), 5, "disconnect() of the failed consumer")
+    wait_until(
+        lambda: "disconnect raising 1011" in server.events(),
+        5,
+        "disconnect() of the failed consumer",
+    )
     # The worker still serves: the bystander's group works and new connections open.
     await bystander.send(json.dumps({"text": "still here"}))
     assert json.loads(await asyncio.wait_for(bystander.recv(), 5))["text"] == "still here"
@@ -99,7 +108,9 @@ async def test_handshake_statuses(stack: Stack) -> None:
     assert "boom from connect" in server.log()
 
 
-async def test_sigkill_worker_is_replaced_and_its_subscriptions_dropped(stack: Stack, tmp_path) -> None:
+async def test_sigkill_worker_is_replaced_and_its_subscriptions_dropped(
+    stack: Stack, tmp_path
+) -> None:
     broker = stack.broker(f"unix:{tmp_path / 'broker.sock'}")
     server = stack.edge(workers=2, broker=broker.listen)
     (a, hello_a), (b, hello_b) = await clients_on_distinct_workers(server.ws_url, "shared")
@@ -116,8 +127,12 @@ async def test_sigkill_worker_is_replaced_and_its_subscriptions_dropped(stack: S
     os.kill(victim_pid, signal.SIGKILL)
     await asyncio.wait_for(b.wait_closed(), 10)
     # The broker dropped the dead worker's stream and with it its subscriptions.
-    wait_until(lambda: broker.stats(include_groups=True).group_edges.get("shared") == 1, 10,
-               "the broker to drop the dead worker's subscription")
+    wait_until(
+        lambda: broker.stats(include_groups=True).group_edges.get("shared") == 1,
+        10,
+        "the broker to drop the dead worker's subscription",
+    )
+
     # The supervisor started a replacement and the server is ready again.
     def replaced() -> bool:
         pids = server.worker_pids()

@@ -6,6 +6,7 @@ every process is stopped by its fixture, also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,9 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,7 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -55,12 +58,15 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -88,14 +94,10 @@ class Process:
             return
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         if self.popen.poll() is None:
             self.popen.wait(5)
 
@@ -149,7 +151,9 @@ class EdgeServer(Process):
 
     def readyz(self) -> tuple[int, dict[str, object]]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=1
+            ) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"{}")
@@ -215,10 +219,24 @@ def start_edge(
     if brokers:
         extra["TEST_BROKERS"] = ",".join(brokers)
     server = EdgeServer(
-        args=[sys.executable, "manage.py", "websockets_server", "-b", bind, "-w", str(workers),
-              "--health", f"127.0.0.1:{health_port}", *extra_args],
-        log_path=tmp / f"{name}.log", env=base_env(**extra), cwd=project,
-        bind=bind, health_port=health_port, events_file=events,
+        args=[
+            sys.executable,
+            "manage.py",
+            "websockets_server",
+            "-b",
+            bind,
+            "-w",
+            str(workers),
+            "--health",
+            f"127.0.0.1:{health_port}",
+            *extra_args,
+        ],
+        log_path=tmp / f"{name}.log",
+        env=base_env(**extra),
+        cwd=project,
+        bind=bind,
+        health_port=health_port,
+        events_file=events,
     )
     server.start()
     if wait:
@@ -237,7 +255,10 @@ class Stack:
         listen = listen or f"127.0.0.1:{free_port()}"
         broker = Broker(
             args=[sys.executable, "-m", "django_ws_broker", "--listen", listen, *extra],
-            log_path=self.tmp / f"{name}.log", env=base_env(), cwd=self.tmp, listen=listen,
+            log_path=self.tmp / f"{name}.log",
+            env=base_env(),
+            cwd=self.tmp,
+            listen=listen,
         )
         broker.start()
         self.processes.append(broker)

@@ -19,17 +19,38 @@ class Command(BaseCommand):
     requires_system_checks = "__all__"
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("-b", "--bind", default="127.0.0.1:8000",
-                            help="HOST:PORT or unix:PATH to serve websockets on (default 127.0.0.1:8000)")
-        parser.add_argument("-w", "--workers", type=int, default=os.cpu_count() or 1,
-                            help="worker processes (default: one per core)")
-        parser.add_argument("--health", default=None, metavar="HOST:PORT",
-                            help="serve /healthz, /readyz and /metrics on this address")
-        parser.add_argument("--grace", type=float, default=None,
-                            help="seconds to drain after SIGTERM (default 25, or WEBSOCKET_SERVER['GRACE_SECONDS'])")
+        parser.add_argument(
+            "-b",
+            "--bind",
+            default="127.0.0.1:8000",
+            help="HOST:PORT or unix:PATH to serve websockets on (default 127.0.0.1:8000)",
+        )
+        parser.add_argument(
+            "-w",
+            "--workers",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="worker processes (default: one per core)",
+        )
+        parser.add_argument(
+            "--health",
+            default=None,
+            metavar="HOST:PORT",
+            help="serve /healthz, /readyz and /metrics on this address",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=None,
+            help="seconds to drain after SIGTERM "
+            "(default 25, or WEBSOCKET_SERVER['GRACE_SECONDS'])",
+        )
         parser.add_argument("--alias", default="default", help="transport backend alias")
-        parser.add_argument("--no-embedded-broker", action="store_true",
-                            help="never start an embedded broker; fail if none answers")
+        parser.add_argument(
+            "--no-embedded-broker",
+            action="store_true",
+            help="never start an embedded broker; fail if none answers",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_ws_client.conf import server_option

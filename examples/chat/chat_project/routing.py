@@ -1,6 +1,5 @@
-from django.urls import re_path
-
 from chat.websockets import ChatConsumer, RoomConsumer
+from django.urls import re_path
 
 urlpatterns = [
     re_path(r"/ws/internalchat/?$", ChatConsumer.as_handler()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -47,20 +48,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(os.environ["DJANGO_WS_SHARDS"]) if os.environ.get("DJANGO_WS_SHARDS") else None,
         help="number of brokers in the cluster (required when the ordinal is above 0)",
     )
-    parser.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
-                        help=f"deliveries queued per edge stream before drops (default {DEFAULT_QUEUE_SIZE})")
-    parser.add_argument("--max-groups-per-edge", type=int, default=DEFAULT_MAX_GROUPS_PER_EDGE,
-                        help=f"groups one edge stream may subscribe to (default {DEFAULT_MAX_GROUPS_PER_EDGE})")
-    parser.add_argument("--metrics", default=os.environ.get("DJANGO_WS_BROKER_METRICS"),
-                        metavar="HOST:PORT", help="serve Prometheus /metrics on this address")
-    parser.add_argument("--drain-seconds", type=float, default=0.0,
-                        help="after SIGTERM, report NOT_SERVING for this long before stopping")
-    parser.add_argument("--grace-seconds", type=float, default=10.0,
-                        help="time given to open streams to finish when stopping")
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=DEFAULT_QUEUE_SIZE,
+        help=f"deliveries queued per edge stream before drops (default {DEFAULT_QUEUE_SIZE})",
+    )
+    parser.add_argument(
+        "--max-groups-per-edge",
+        type=int,
+        default=DEFAULT_MAX_GROUPS_PER_EDGE,
+        help=f"groups one edge stream may subscribe to (default {DEFAULT_MAX_GROUPS_PER_EDGE})",
+    )
+    parser.add_argument(
+        "--metrics",
+        default=os.environ.get("DJANGO_WS_BROKER_METRICS"),
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics on this address",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="after SIGTERM, report NOT_SERVING for this long before stopping",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=10.0,
+        help="time given to open streams to finish when stopping",
+    )
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    parser.add_argument("--tls-client-ca", type=Path,
-                        help="require client certificates signed by this CA (mutual TLS)")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DJANGO_WS_LOG_LEVEL", "INFO"))
     return parser
 
@@ -105,10 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
     )
     options = options_from_args(args)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(options))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

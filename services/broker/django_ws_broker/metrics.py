@@ -6,7 +6,7 @@ fan-out hot path pays nothing for them; latency is a histogram observed per fram
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,14 +45,17 @@ class ShardCollector(Collector):
 
         yield gauge("django_ws_broker_shards", "Shard count this broker works with.", shard.shards)
         yield gauge("django_ws_broker_edges", "Edge streams attached.", len(shard.edges))
-        yield gauge("django_ws_broker_groups", "Groups with at least one subscriber.", len(shard.groups))
+        yield gauge(
+            "django_ws_broker_groups", "Groups with at least one subscriber.", len(shard.groups)
+        )
         yield gauge(
             "django_ws_broker_subscriptions",
             "Group subscriptions held (one per group per edge stream).",
             shard.subscription_count(),
         )
         yield counter(
-            "django_ws_broker_published", "Publishes accepted (group and channel sends).",
+            "django_ws_broker_published",
+            "Publishes accepted (group and channel sends).",
             counters.published,
         )
         yield counter(
@@ -60,11 +63,14 @@ class ShardCollector(Collector):
         )
         yield counter("django_ws_broker_refused", "Operations refused.", counters.refused)
         yield counter(
-            "django_ws_broker_streams_attached", "Edge streams attached since start.",
+            "django_ws_broker_streams_attached",
+            "Edge streams attached since start.",
             counters.streams_attached,
         )
         dropped = CounterMetricFamily(
-            "django_ws_broker_dropped", "Deliveries dropped, by reason.", labels=["ordinal", "reason"]
+            "django_ws_broker_dropped",
+            "Deliveries dropped, by reason.",
+            labels=["ordinal", "reason"],
         )
         dropped.add_metric([*ordinal, "edge_queue_full"], counters.dropped_queue_full)
         dropped.add_metric([*ordinal, "no_such_channel"], counters.dropped_no_channel)

@@ -13,10 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY, start_http_server
 
-from django_ws_proto.v1 import broker_pb2_grpc
 from django_ws_broker.metrics import ShardCollector
 from django_ws_broker.servicer import BrokerServicer
 from django_ws_broker.shard import DEFAULT_MAX_GROUPS_PER_EDGE, DEFAULT_QUEUE_SIZE, ShardState
+from django_ws_proto.v1 import broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 
-from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 from django_ws_broker.shard import EdgeStream, ShardState
+from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Union
 
 from django_ws_proto.names import channel_name_error, group_name_error
 from django_ws_proto.ring import ShardRing
@@ -27,7 +26,7 @@ DEFAULT_MAX_GROUPS_PER_EDGE = 100_000
 # bounded when a client floods refusable operations without reading.
 _CONTROL_HEADROOM = 1_000
 
-QueueItem = Union[broker_pb2.Delivery, broker_pb2.BrokerFrame]
+QueueItem = broker_pb2.Delivery | broker_pb2.BrokerFrame
 
 
 @dataclass(eq=False)

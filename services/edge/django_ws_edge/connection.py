@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from django_ws_client.connection import ConnectionPort
-
 from django_ws_edge import metrics
 
 if TYPE_CHECKING:
@@ -97,10 +97,10 @@ class EdgeConnection(ConnectionPort):
         if self._closing_slow or not self.accepted:
             return
         self._closing_slow = True
-        logger.warning("closing %s: its inbox is over its capacity of %d", self.channel_name, self.capacity)
-        asyncio.get_running_loop().create_task(
-            self.websocket.close(code, "consumer too slow")
+        logger.warning(
+            "closing %s: its inbox is over its capacity of %d", self.channel_name, self.capacity
         )
+        asyncio.get_running_loop().create_task(self.websocket.close(code, "consumer too slow"))
 
 
 def receive_event(message: str | bytes) -> dict[str, Any]:

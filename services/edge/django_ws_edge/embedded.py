@@ -57,23 +57,38 @@ class EmbeddedBroker:
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self, config: TransportConfig, timeout: float = 15.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "django_ws_broker", "--listen", self.address,
-             "--ordinal", "0", "--shards", "1"],
+        # Popen returns as soon as the child is forked; the wait below is async.
+        self.process = subprocess.Popen(  # noqa: ASYNC220
+            [
+                sys.executable,
+                "-m",
+                "django_ws_broker",
+                "--listen",
+                self.address,
+                "--ordinal",
+                "0",
+                "--shards",
+                "1",
+            ],
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BrokerNotFound(
-                    f"the embedded broker on {self.address} exited with code {self.process.returncode}"
+                    f"the embedded broker on {self.address} exited with code "
+                    f"{self.process.returncode}"
                 )
             if await broker_serving(self.address, config, timeout=0.5):
-                logger.info("embedded broker (pid %d) serving on %s", self.process.pid, self.address)
+                logger.info(
+                    "embedded broker (pid %d) serving on %s", self.process.pid, self.address
+                )
                 return
             await asyncio.sleep(0.05)
         self.stop()
-        raise BrokerNotFound(f"the embedded broker on {self.address} did not become ready in {timeout:.0f}s")
+        raise BrokerNotFound(
+            f"the embedded broker on {self.address} did not become ready in {timeout:.0f}s"
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         process = self.process
@@ -91,7 +106,9 @@ class EmbeddedBroker:
         return self.process.pid if self.process else None
 
 
-async def ensure_brokers(config: TransportConfig, setting: str, allow_embedded: bool) -> EmbeddedBroker | None:
+async def ensure_brokers(
+    config: TransportConfig, setting: str, allow_embedded: bool
+) -> EmbeddedBroker | None:
     """Check every broker answers; start the embedded one where that is the design."""
     unix_path = config.unix_path
     if unix_path is not None and allow_embedded:

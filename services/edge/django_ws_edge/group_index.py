@@ -8,7 +8,7 @@ transitions that matter to the broker: a group's first local member joined
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class GroupIndex:

@@ -8,23 +8,26 @@ decoded once, then handed to each local member.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
 from django_ws_client.connection import CloseCode
+from django_ws_client.exceptions import BrokerUnavailable
 from django_ws_client.tracing import inject_trace
 from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
 from django_ws_client.transport.config import TransportConfig
+from django_ws_edge import metrics
+from django_ws_edge.group_index import GroupIndex
+from django_ws_edge.links import BrokerLink, LinkHandlers
 from django_ws_proto import codec
 from django_ws_proto.names import channel_home, require_group_name
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
-
-from django_ws_edge import metrics
-from django_ws_edge.group_index import GroupIndex
-from django_ws_edge.links import BrokerLink, LinkHandlers
 
 if TYPE_CHECKING:
     from django_ws_edge.connection import EdgeConnection
@@ -43,6 +46,7 @@ class EdgeChannelLayer(ChannelLayer):
         self.ring = ShardRing(config.shards)
         self.topology_epoch = 0
         self._channel_counter = 0
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self.links: list[BrokerLink] = []
         self._handlers = LinkHandlers(
             groups_owned=self._groups_owned, on_frame=self._on_frame, on_state=self._on_state
@@ -111,8 +115,22 @@ class EdgeChannelLayer(ChannelLayer):
         if name not in self.connections:
             return  # the connection already finished: joining would leak membership
         if self.index.add(group, name):
-            self._link_for(group).subscribe(group)
             metrics.LOCAL_GROUPS.set(len(self.index))
+            applied = self._link_for(group).subscribe(group)
+            if applied is not None:
+                self._subscribing[group] = applied
+                applied.add_done_callback(functools.partial(self._subscribed, group))
+        # As with Channels, once group_add returns the channel receives the group's
+        # messages: wait until the broker has the subscription (once per worker).
+        applied = self._subscribing.get(group)
+        if applied is not None:
+            # If the link is down or slow, the reconnect re-subscribes the group.
+            with contextlib.suppress(TimeoutError, BrokerUnavailable):
+                await asyncio.wait_for(asyncio.shield(applied), self.config.timeout)
+
+    def _subscribed(self, group: str, applied: asyncio.Future[None]) -> None:
+        if self._subscribing.get(group) is applied:
+            del self._subscribing[group]
 
     async def group_discard(self, group: str, channel: Any) -> None:
         require_group_name(group)
@@ -126,7 +144,9 @@ class EdgeChannelLayer(ChannelLayer):
 
     async def group_send(self, group: str, message: Any) -> None:
         require_group_name(group)
-        publish = broker_pb2.Publish(group=group, event=self.encode_event(message), sent_at=time.time())
+        publish = broker_pb2.Publish(
+            group=group, event=self.encode_event(message), sent_at=time.time()
+        )
         inject_trace(publish.trace)
         metrics.GROUP_SENDS.inc()
         await self._link_for(group).publish(publish)
@@ -158,7 +178,11 @@ class EdgeChannelLayer(ChannelLayer):
     def _on_frame(self, ordinal: int, frame: broker_pb2.BrokerFrame) -> None:
         if frame.dropped:
             metrics.BROKER_DROPPED.inc(frame.dropped)
-            logger.warning("broker %d dropped %d deliveries for this worker (queue full)", ordinal, frame.dropped)
+            logger.warning(
+                "broker %d dropped %d deliveries for this worker (queue full)",
+                ordinal,
+                frame.dropped,
+            )
         for refusal in frame.refusals:
             logger.error(
                 "broker %d refused an operation on %r: %s",
@@ -177,7 +201,9 @@ class EdgeChannelLayer(ChannelLayer):
         try:
             decoded = codec.decode(delivery.event)
         except ValueError as exc:
-            logger.error("undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc)
+            logger.error(
+                "undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc
+            )
             return
         if delivery.group:
             members = self.index.members(delivery.group)
@@ -199,10 +225,9 @@ class EdgeChannelLayer(ChannelLayer):
             return
         if decoded.type == "group_add":
             if self.index.add(group, channel):
-                self._link_for(group).subscribe(group)
-        elif decoded.type == "group_discard":
-            if self.index.discard(group, channel):
-                self._link_for(group).unsubscribe(group)
+                self._link_for(group).subscribe(group)  # nobody waits on a remote add
+        elif decoded.type == "group_discard" and self.index.discard(group, channel):
+            self._link_for(group).unsubscribe(group)
         metrics.LOCAL_GROUPS.set(len(self.index))
 
     def _deliver_to(self, channel: str, event: Any) -> None:

@@ -9,19 +9,19 @@ a link is down, a publish to a group it owns fails at once with ``BrokerUnavaila
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import grpc
 
 from django_ws_client.exceptions import BrokerUnavailable
 from django_ws_client.transport.channels import channel_credentials, channel_options
 from django_ws_client.transport.config import TransportConfig
-from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
-
 from django_ws_edge import metrics
+from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.edge.link")
 
@@ -53,7 +53,9 @@ class _FrameBuilder:
     def _frame_for(self, field_rank: int) -> broker_pb2.EdgeFrame:
         if self.frames:
             frame = self.frames[-1]
-            if (field_rank < 2 and len(frame.unsubscribe)) or (field_rank < 1 and len(frame.publish)):
+            if (field_rank < 2 and len(frame.unsubscribe)) or (
+                field_rank < 1 and len(frame.publish)
+            ):
                 frame = broker_pb2.EdgeFrame()
                 self.frames.append(frame)
             return frame
@@ -70,11 +72,6 @@ class _FrameBuilder:
 
     def unsubscribe(self, group: str) -> None:
         self._frame_for(2).unsubscribe.append(group)
-
-    def sync(self, token: int) -> None:
-        frame = self._frame_for(2)
-        frame.sync = token
-        self.frames.append(broker_pb2.EdgeFrame())
 
     def take(self) -> list[broker_pb2.EdgeFrame]:
         frames = [f for f in self.frames if f.ByteSize()]
@@ -113,14 +110,17 @@ class BrokerLink:
         self._closing = False
         self._next_sync = 0
         self._sync_waiters: dict[int, asyncio.Future[None]] = {}
+        self._pending_barrier: tuple[int, asyncio.Future[None]] | None = None
 
     # Operations (called by the worker's layer) ---------------------------------------
 
-    def subscribe(self, group: str) -> None:
-        if self.up:
-            self._builder.subscribe(group)
-            self._wake.set()
-        # While down, nothing to do: the reconnect subscribes to every owned group.
+    def subscribe(self, group: str) -> asyncio.Future[None] | None:
+        """Subscribe to ``group``; returns a future done once the broker applied it
+        (None while down: the reconnect subscribes to every owned group anyway)."""
+        if not self.up:
+            return None
+        self._builder.subscribe(group)
+        return self.barrier()
 
     def unsubscribe(self, group: str) -> None:
         if self.up:
@@ -143,34 +143,43 @@ class BrokerLink:
         self._builder.publish(publish)
         self._wake.set()
 
-    async def sync(self, timeout: float = 5.0) -> None:
-        """Wait until the broker has applied everything sent so far (a barrier)."""
+    def barrier(self) -> asyncio.Future[None]:
+        """A future done once the broker has applied everything queued so far.
+
+        Operations queued in the same tick share one barrier, so a burst of joins costs
+        one acknowledgement, not one each.
+        """
         if not self.up:
-            raise BrokerUnavailable(f"broker {self.ordinal} at {self.address} is unavailable")
-        self._next_sync += 1
-        token = self._next_sync
-        waiter = asyncio.get_running_loop().create_future()
-        self._sync_waiters[token] = waiter
-        self._builder.sync(token)
-        self._wake.set()
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._sync_waiters.pop(token, None)
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_exception(
+                BrokerUnavailable(f"broker {self.ordinal} at {self.address} is unavailable")
+            )
+            return future
+        if self._pending_barrier is None:
+            self._next_sync += 1
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._sync_waiters[self._next_sync] = waiter
+            self._pending_barrier = (self._next_sync, waiter)
+            self._wake.set()
+        return self._pending_barrier[1]
+
+    async def sync(self, timeout: float = 5.0) -> None:
+        """Wait until the broker has applied everything sent so far."""
+        await asyncio.wait_for(asyncio.shield(self.barrier()), timeout)
 
     # Life ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"broker-link-{self.ordinal}")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"broker-link-{self.ordinal}"
+        )
 
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         if self._channel is not None:
             await self._channel.close()
 
@@ -192,10 +201,23 @@ class BrokerLink:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
-                    logger.error("broker %d at %s refused this edge: %s", self.ordinal, self.address, exc.details())
+                if exc.code() in (
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
+                    logger.error(
+                        "broker %d at %s refused this edge: %s",
+                        self.ordinal,
+                        self.address,
+                        exc.details(),
+                    )
                 elif failures == 0:
-                    logger.warning("link to broker %d at %s lost: %s", self.ordinal, self.address, exc.code().name)
+                    logger.warning(
+                        "link to broker %d at %s lost: %s",
+                        self.ordinal,
+                        self.address,
+                        exc.code().name,
+                    )
             except Exception:
                 logger.exception("link to broker %d at %s failed", self.ordinal, self.address)
             finally:
@@ -213,6 +235,9 @@ class BrokerLink:
         for waiter in self._sync_waiters.values():
             if not waiter.done():
                 waiter.set_exception(BrokerUnavailable(f"broker {self.ordinal} went away"))
+                waiter.exception()  # retrieved here: nobody may be waiting on it
+        self._sync_waiters.clear()
+        self._pending_barrier = None
         self._room.set()
         if self.up:
             self.up = False
@@ -235,21 +260,35 @@ class BrokerLink:
         self.up = True
         for group in resubscribe:
             self._builder.subscribe(group)
-        logger.info("link to broker %d at %s up (%d groups)", self.ordinal, self.address, len(hello.subscribe))
+        logger.info(
+            "link to broker %d at %s up (%d groups)",
+            self.ordinal,
+            self.address,
+            len(hello.subscribe),
+        )
         self.handlers.on_state(self.ordinal, True)
         self.handlers.on_frame(self.ordinal, first)
         reader = asyncio.get_running_loop().create_task(self._read(call))
         try:
             while True:
-                if not self._builder.frames:
+                if not self._builder.frames and self._pending_barrier is None:
                     self._wake.clear()
                     waiter = asyncio.ensure_future(self._wake.wait())
-                    done, _ = await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {waiter, reader}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     if reader in done:
                         waiter.cancel()
                         reader.result()
                         return
-                for frame in self._builder.take():
+                frames = self._builder.take()
+                if self._pending_barrier is not None:
+                    token, _ = self._pending_barrier
+                    self._pending_barrier = None
+                    if not frames:
+                        frames.append(broker_pb2.EdgeFrame())
+                    frames[-1].sync = token
+                for frame in frames:
                     await call.write(frame)
                 self._room.set()
         finally:
@@ -262,7 +301,7 @@ class BrokerLink:
             if frame is grpc.aio.EOF:
                 raise ConnectionError(f"broker {self.ordinal} closed the stream")
             if frame.synced:
-                waiter = self._sync_waiters.get(frame.synced)
+                waiter = self._sync_waiters.pop(frame.synced, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
             self.handlers.on_frame(self.ordinal, frame)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-CONNECTIONS_OPENED = Counter(
-    "django_ws_edge_connections_opened", "Websocket connections accepted."
-)
+CONNECTIONS_OPENED = Counter("django_ws_edge_connections_opened", "Websocket connections accepted.")
 CONNECTIONS_CLOSED = Counter(
     "django_ws_edge_connections_closed", "Websocket connections closed, by close code.", ["code"]
 )
 CONNECTIONS_OPEN = Gauge(
-    "django_ws_edge_connections_open", "Websocket connections open now.", multiprocess_mode="livesum"
+    "django_ws_edge_connections_open",
+    "Websocket connections open now.",
+    multiprocess_mode="livesum",
 )
 HANDSHAKES_REJECTED = Counter(
-    "django_ws_edge_handshakes_rejected", "Handshakes answered with an HTTP error, by status.",
+    "django_ws_edge_handshakes_rejected",
+    "Handshakes answered with an HTTP error, by status.",
     ["status"],
 )
 MESSAGES_RECEIVED = Counter(
@@ -47,11 +48,11 @@ BROKER_DROPPED = Counter(
 LINK_CONNECTS = Counter(
     "django_ws_edge_link_connects", "Broker streams established (first connects and reconnects)."
 )
-LINKS_UP = Gauge(
-    "django_ws_edge_links_up", "Broker streams up now.", multiprocess_mode="livesum"
-)
+LINKS_UP = Gauge("django_ws_edge_links_up", "Broker streams up now.", multiprocess_mode="livesum")
 LOCAL_GROUPS = Gauge(
-    "django_ws_edge_local_groups", "Groups with members on this worker.", multiprocess_mode="livesum"
+    "django_ws_edge_local_groups",
+    "Groups with members on this worker.",
+    multiprocess_mode="livesum",
 )
 DELIVERY_LATENCY = Histogram(
     "django_ws_edge_delivery_latency_seconds",

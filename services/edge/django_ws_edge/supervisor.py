@@ -8,6 +8,7 @@ gRPC channel or event loop is ever shared across a fork.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -78,8 +79,12 @@ class Supervisor:
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         slot.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "django_ws_edge.worker", options.to_json(),
-            pass_fds=pass_fds, env=env,
+            sys.executable,
+            "-m",
+            "django_ws_edge.worker",
+            options.to_json(),
+            pass_fds=pass_fds,
+            env=env,
         )
         os.close(write_fd)
         slot.status = {}
@@ -112,7 +117,9 @@ class Supervisor:
             if self.stopping:
                 return
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
-            logger.error("worker %d (pid %d) died with %s; starting a replacement", slot.index, pid, how)
+            logger.error(
+                "worker %d (pid %d) died with %s; starting a replacement", slot.index, pid, how
+            )
             slot.restarts += 1
             quick = time.monotonic() - slot.started_at < 1.0
             if quick:
@@ -181,22 +188,22 @@ class Supervisor:
                 await self.probes.close()
             if self.bind.is_unix and self.listen_socket is not None:
                 self.listen_socket.close()
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.bind.path)
-                except FileNotFoundError:
-                    pass
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     async def _shutdown(self, watchers: list[asyncio.Task[None]]) -> None:
         self.stopping = True
         logger.info("shutting down: workers close connections with 1001")
-        processes = [s.process for s in self.slots if s.process is not None and s.process.returncode is None]
+        processes = [
+            s.process for s in self.slots if s.process is not None and s.process.returncode is None
+        ]
         for process in processes:
             process.send_signal(signal.SIGTERM)
         deadline = self.options.grace_seconds + 2
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), deadline)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             for process in processes:
                 if process.returncode is None:
                     logger.error("worker pid %d did not stop in time; killing it", process.pid)

@@ -24,7 +24,6 @@ from websockets.http11 import Request, Response
 
 from django_ws_client.exceptions import DenyConnection, HandshakeRejected
 from django_ws_client.transport import layer_config, use_layer
-
 from django_ws_edge import metrics
 from django_ws_edge.connection import EdgeConnection, receive_event
 from django_ws_edge.layer import EdgeChannelLayer
@@ -34,7 +33,12 @@ from django_ws_edge.sockets import parse_bind, tcp_socket
 
 logger = logging.getLogger("django_ws.edge")
 
-_REASONS = {403: "Forbidden", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class Worker:
@@ -48,7 +52,9 @@ class Worker:
         self.server: Server | None = None
         self.draining = False
         self.active = 0
-        self._status_file = os.fdopen(options.status_fd, "w", buffering=1) if options.status_fd else None
+        self._status_file = (
+            os.fdopen(options.status_fd, "w", buffering=1) if options.status_fd else None
+        )
         self._last_status: dict[str, Any] = {}
 
     # Handshake -----------------------------------------------------------------------
@@ -61,19 +67,24 @@ class Worker:
         metrics.HANDSHAKES_REJECTED.labels(str(status)).inc()
         return websocket.respond(status, f"{status} {_REASONS.get(status, 'Error')}\n")
 
-    async def process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, websocket: ServerConnection, request: Request
+    ) -> Response | None:
         if self.draining:
             return self._respond(websocket, 503)
         if self.active >= self.options.max_connections:
-            logger.warning("connection limit of %d reached: answering 503", self.options.max_connections)
+            logger.warning(
+                "connection limit of %d reached: answering 503", self.options.max_connections
+            )
             return self._respond(websocket, 503)
         scope = build_scope(websocket, request)
         port = EdgeConnection(websocket, self.layer, self.capacity)
         websocket.django_ws_port = port  # type: ignore[attr-defined]
         self.layer.register(port)
         port.task = asyncio.get_running_loop().create_task(self._run_app(scope, port))
+        waiters: set[asyncio.Future[Any]] = {port.decision, port.task}
         try:
-            await asyncio.wait({port.decision, port.task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             # Handshake timeout: connect() never decided. Stop the consumer too.
             port.task.cancel()
@@ -94,7 +105,9 @@ class Worker:
         if isinstance(exc, DenyConnection):
             return 403
         if exc is not None:
-            logger.error("websocket middleware or consumer failed during the handshake", exc_info=exc)
+            logger.error(
+                "websocket middleware or consumer failed during the handshake", exc_info=exc
+            )
             return 500
         return 403
 
@@ -112,7 +125,9 @@ class Worker:
             return None
         return chosen
 
-    def process_response(self, websocket: ServerConnection, request: Request, response: Response) -> None:
+    def process_response(
+        self, websocket: ServerConnection, request: Request, response: Response
+    ) -> None:
         port = getattr(websocket, "django_ws_port", None)
         if port is not None and port.decision.done() and response.status_code == 101:
             headers: Headers = response.headers
@@ -144,8 +159,10 @@ class Worker:
             assert port.task is not None
             try:
                 await asyncio.wait_for(asyncio.shield(port.task), self.options.grace_seconds)
-            except asyncio.TimeoutError:
-                logger.error("consumer on %s did not finish disconnect() in time", port.channel_name)
+            except TimeoutError:
+                logger.error(
+                    "consumer on %s did not finish disconnect() in time", port.channel_name
+                )
             except Exception:
                 pass  # already logged by the port
             self.active -= 1
@@ -209,8 +226,10 @@ class Worker:
         self.server.close(close_connections=True)
         try:
             await asyncio.wait_for(self.server.wait_closed(), options.grace_seconds)
-        except asyncio.TimeoutError:
-            logger.error("connections still open after %.0fs; exiting anyway", options.grace_seconds)
+        except TimeoutError:
+            logger.error(
+                "connections still open after %.0fs; exiting anyway", options.grace_seconds
+            )
         watcher.cancel()
         await self.layer.close()
 

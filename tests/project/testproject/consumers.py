@@ -27,7 +27,8 @@ class GroupRelayConsumer(AsyncWebsocketConsumer):
         message = json.loads(text_data)
         if "send_to" in message:
             await self.channel_layer.send(
-                message["send_to"], {"type": "relay", "text": message["text"], "from": self.channel_name}
+                message["send_to"],
+                {"type": "relay", "text": message["text"], "from": self.channel_name},
             )
             return
         await self.channel_layer.group_send(
@@ -35,7 +36,9 @@ class GroupRelayConsumer(AsyncWebsocketConsumer):
         )
 
     async def relay(self, event):
-        await self.send(json.dumps({"text": event["text"], "from": event["from"], "pid": os.getpid()}))
+        await self.send(
+            json.dumps({"text": event["text"], "from": event["from"], "pid": os.getpid()})
+        )
 
     async def disconnect(self, code):
         record(f"disconnect {self.channel_name} {code}")

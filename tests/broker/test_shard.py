@@ -1,0 +1,133 @@
+"""The broker's shard state, driven directly: no gRPC, no sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_ws_broker.shard import ShardState
+from django_ws_proto import codec
+from django_ws_proto.ring import ShardRing
+from django_ws_proto.v1 import broker_pb2
+
+
+def publish(group: str, text: str = "hi") -> broker_pb2.Publish:
+    return broker_pb2.Publish(
+        group=group, event=codec.encode_dict_event({"type": "m", "text": text})
+    )
+
+
+def drain(edge) -> list[broker_pb2.Delivery]:
+    items = []
+    while not edge.queue.empty():
+        items.append(edge.queue.get_nowait())
+    return items
+
+
+def test_subscribe_publish_unsubscribe() -> None:
+    shard = ShardState()
+    a, b = shard.attach("ws.a"), shard.attach("ws.b")
+    assert shard.subscribe(a, "room") is None
+    assert shard.subscribe(b, "room") is None
+    assert shard.subscribe(a, "other") is None
+    assert shard.publish(publish("room", "one")) is None
+    assert [d.group for d in drain(a)] == ["room"] and [d.group for d in drain(b)] == ["room"]
+    shard.unsubscribe(b, "room")
+    shard.publish(publish("room", "two"))
+    assert len(drain(a)) == 1 and drain(b) == []
+    assert shard.subscription_count() == 2
+    shard.unsubscribe(a, "room")
+    assert "room" not in shard.groups
+    # Publishing to a group with no subscriber is accepted and delivers nothing.
+    assert shard.publish(publish("room")) is None and drain(a) == []
+
+
+def test_fan_out_is_once_per_edge_stream_whatever_the_members() -> None:
+    shard = ShardState()
+    edges = [shard.attach(f"ws.e{i}") for i in range(4)]
+    for edge in edges:
+        # An edge subscribes once per group, however many local members it has.
+        for _ in range(2500):
+            shard.subscribe(edge, "big")
+    shard.publish(publish("big"))
+    assert [len(drain(e)) for e in edges] == [1, 1, 1, 1]
+    assert shard.counters.delivered == 4
+
+
+def test_detach_drops_all_subscriptions_of_that_stream() -> None:
+    shard = ShardState()
+    a, b = shard.attach("ws.a"), shard.attach("ws.b")
+    for group in ("g1", "g2", "g3"):
+        shard.subscribe(a, group)
+    shard.subscribe(b, "g1")
+    shard.detach(a)
+    assert set(shard.groups) == {"g1"} and list(shard.groups["g1"]) == [b]
+    assert "ws.a" not in shard.edges
+
+
+def test_reattaching_an_edge_id_replaces_the_old_stream() -> None:
+    shard = ShardState()
+    old = shard.attach("ws.a")
+    shard.subscribe(old, "g")
+    new = shard.attach("ws.a")
+    assert old.closed and shard.edges["ws.a"] is new and "g" not in shard.groups
+
+
+def test_full_queue_drops_and_counts_without_blocking_others() -> None:
+    shard = ShardState(queue_size=3)
+    stalled, healthy = shard.attach("ws.stalled"), shard.attach("ws.healthy")
+    shard.subscribe(stalled, "g")
+    shard.subscribe(healthy, "g")
+    for i in range(10):
+        shard.publish(publish("g", str(i)))
+        drain(healthy)  # this edge keeps reading
+    assert stalled.queue.qsize() == 3
+    assert stalled.dropped_total == 7 and shard.counters.dropped_queue_full == 7
+    assert healthy.dropped_total == 0 and shard.counters.delivered == 13
+    assert stalled.take_dropped() == 7 and stalled.take_dropped() == 0
+    # Control frames still get through (bounded headroom above the delivery limit).
+    assert stalled.offer_control(broker_pb2.BrokerFrame(synced=1))
+
+
+def test_not_owner_is_refused_with_the_owner_named() -> None:
+    ring = ShardRing(3)
+    group = next(g for g in (f"g{i}" for i in range(100)) if ring.owner(g) == 2)
+    shard = ShardState(ordinal=0, shards=3)
+    edge = shard.attach("ws.a")
+    reason = shard.subscribe(edge, group)
+    assert reason is not None and "not the owner" in reason and "broker 2 of 3" in reason
+    assert "not the owner" in (shard.publish(publish(group)) or "")
+    assert shard.counters.refused == 2
+
+
+def test_bad_names_and_limits_are_refused() -> None:
+    shard = ShardState(max_groups_per_edge=2)
+    edge = shard.attach("ws.a")
+    assert "group name" in (shard.subscribe(edge, "bad name") or "")
+    assert shard.subscribe(edge, "g1") is None and shard.subscribe(edge, "g2") is None
+    assert "subscription limit" in (shard.subscribe(edge, "g3") or "")
+    assert shard.subscribe(edge, "g1") is None  # already held: not a new subscription
+
+
+def test_channel_sends_reach_the_edge_holding_the_channel() -> None:
+    shard = ShardState()
+    a, b = shard.attach("ws.a"), shard.attach("ws.b")
+    event = codec.encode_dict_event({"type": "m"})
+    assert shard.publish(broker_pb2.Publish(channel="ws.b!7", event=event)) is None
+    assert drain(a) == [] and [d.channel for d in drain(b)] == ["ws.b!7"]
+    shard.publish(broker_pb2.Publish(channel="ws.gone!1", event=event))
+    assert shard.counters.dropped_no_channel == 1
+
+
+def test_reshard_releases_groups_no_longer_owned() -> None:
+    shard = ShardState(ordinal=0, shards=1)
+    edge = shard.attach("ws.a")
+    groups = [f"g{i}" for i in range(200)]
+    for group in groups:
+        shard.subscribe(edge, group)
+    released = shard.reshard(2, topology_epoch=5)
+    kept = [g for g in groups if ShardRing(2).owner(g) == 0]
+    assert released == 200 - len(kept)
+    assert sorted(shard.groups) == sorted(kept) and edge.groups == set(kept)
+    assert shard.topology_epoch == 5
+    with pytest.raises(ValueError, match="cannot be part of a cluster"):
+        ShardState(ordinal=2, shards=3).reshard(2)

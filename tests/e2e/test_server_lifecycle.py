@@ -1,0 +1,121 @@
+"""Starting and stopping websockets_server: embedded broker, unix sockets, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from support.processes import TEST_PROJECT, Stack, base_env, free_port, wait_until
+from websockets.asyncio.client import connect, unix_connect
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_embedded_broker_starts_on_an_unanswered_unix_path_and_stops_with_the_server(
+    stack: Stack, tmp_path: Path
+) -> None:
+    sock = tmp_path / "embedded.sock"
+    server = stack.edge(workers=1, broker=f"unix:{sock}")
+    wait_until(lambda: "embedded broker (pid" in server.log(), 5, "the embedded broker log line")
+    children = psutil.Process(server.pid).children(recursive=True)
+    brokers = [p for p in children if "django_ws_broker" in " ".join(p.cmdline())]
+    assert len(brokers) == 1 and sock.is_socket()
+    async with connect(f"{server.ws_url}/ws/group/g/") as ws:
+        hello = json.loads(await ws.recv())
+        await ws.send(json.dumps({"text": "through the embedded broker"}))
+        assert json.loads(await ws.recv())["text"] == "through the embedded broker"
+        assert hello["pid"] in server.worker_pids()
+    server.stop()
+    assert server.popen is not None and server.popen.returncode == 0
+    assert not brokers[0].is_running() or brokers[0].status() == psutil.STATUS_ZOMBIE
+    assert not sock.exists()
+
+
+async def test_a_running_broker_on_the_unix_path_is_used(stack: Stack, tmp_path: Path) -> None:
+    broker = stack.broker(f"unix:{tmp_path / 'shared.sock'}")
+    server = stack.edge(workers=1, broker=broker.listen)
+    assert "using the broker already serving" in server.log()
+    assert not [
+        p
+        for p in psutil.Process(server.pid).children(recursive=True)
+        if "django_ws_broker" in " ".join(p.cmdline())
+    ]
+    assert len(broker.stats().edge_ids) == 1
+
+
+def test_a_tcp_broker_that_does_not_answer_is_a_clear_error(tmp_path: Path) -> None:
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="testproject.settings",
+        TEST_BROKER=f"127.0.0.1:{free_port()}",
+        TEST_CONNECT_TIMEOUT="1",
+        TEST_DATABASE=str(tmp_path / "db.sqlite3"),
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "websockets_server",
+            "-b",
+            f"127.0.0.1:{free_port()}",
+            "-w",
+            "1",
+        ],
+        cwd=TEST_PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert (
+        "WEBSOCKET_TRANSPORT_BACKENDS['default']['CONFIG']: no broker answers at 0:"
+        in result.stderr
+    )
+
+
+async def test_serving_on_a_unix_socket(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "ws.sock"
+    server = stack.edge(workers=2, bind=f"unix:{path}")
+    pids = set()
+    for _ in range(20):
+        async with unix_connect(str(path), uri="ws://localhost/ws/group/u/") as ws:
+            pids.add(json.loads(await ws.recv())["pid"])
+        if len(pids) == 2:
+            break
+    assert pids <= set(server.worker_pids()) and pids
+    server.stop()
+    assert not path.exists()
+
+
+async def test_sigterm_closes_with_1001_runs_disconnect_and_leaves_no_process(stack: Stack) -> None:
+    server = stack.edge(workers=2)
+    clients = []
+    for i in range(6):
+        ws = await connect(f"{server.ws_url}/ws/group/g{i % 2}/")
+        json.loads(await ws.recv())
+        clients.append(ws)
+    tree = [server.pid] + [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
+    assert len(tree) >= 4  # supervisor, embedded broker, two workers
+    server.signal(signal.SIGTERM)
+    for ws in clients:
+        await asyncio.wait_for(ws.wait_closed(), 15)
+        assert ws.close_code == 1001
+    assert server.wait(20) == 0
+    disconnects = [line for line in server.events() if line.startswith("disconnect ")]
+    assert len(disconnects) == 6 and all(line.endswith(" 1001") for line in disconnects)
+    wait_until(
+        lambda: (
+            not any(
+                psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                for pid in tree
+            )
+        ),
+        10,
+        "every process of the server to exit",
+    )

@@ -1,0 +1,36 @@
+"""The edge's local membership index: transitions that drive broker subscriptions."""
+
+from __future__ import annotations
+
+from django_ws_edge.group_index import GroupIndex
+
+
+def test_first_join_and_last_leave_are_reported() -> None:
+    index = GroupIndex()
+    assert index.add("room", "c1") is True
+    assert index.add("room", "c2") is False
+    assert index.add("room", "c2") is False
+    assert list(index.members("room")) == ["c1", "c2"]
+    assert index.discard("room", "c1") is False
+    assert index.discard("room", "c1") is False
+    assert index.discard("room", "c2") is True
+    assert "room" not in index and len(index) == 0
+
+
+def test_removing_a_channel_empties_only_its_last_groups() -> None:
+    index = GroupIndex()
+    index.add("a", "c1")
+    index.add("b", "c1")
+    index.add("b", "c2")
+    assert index.remove_channel("c1") == ["a"]
+    assert index.groups() == ["b"] and index.groups_of("c1") == frozenset()
+    assert index.remove_channel("unknown") == []
+
+
+def test_members_is_a_snapshot() -> None:
+    index = GroupIndex()
+    for i in range(3):
+        index.add("g", f"c{i}")
+    for channel in index.members("g"):
+        index.discard("g", channel)
+    assert "g" not in index
