@@ -64,7 +64,8 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         except ImportError as exc:
             errors.append(
                 Error(
-                    f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] does not import: {exc}",
+                    f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] = {path!r} does not "
+                    f"import: {exc}",
                     hint="use 'django_ws_client.transport.GRPCTransportLayer'",
                     id="django_ws.E001",
                 )

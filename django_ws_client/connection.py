@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -46,11 +48,15 @@ class ConnectionPort(ABC):
         self.channel_name = channel_name
         self.layer = layer
         self.capacity = capacity
+        self.expiry = layer.expiry
+        self.expired = 0
         self.accepted = False
         self.rejected = False
         self.close_requested = False
         self.groups: set[str] = set()
-        self._inbox: collections.deque[Event] = collections.deque()
+        # (arrival time, event): events older than the layer's ``expiry`` are dropped,
+        # as Channels drops messages nobody consumed in time.
+        self._inbox: collections.deque[tuple[float, Event]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._disconnect_queued = False
@@ -86,14 +92,15 @@ class ConnectionPort(ABC):
 
     # Inbox -----------------------------------------------------------------------------
 
-    def deliver(self, event: Event) -> bool:
+    def deliver(self, event: Event, *, expires: bool = True) -> bool:
         """Queue an event for the consumer. Returns False when the inbox is over its
-        capacity: the caller then treats the consumer as too slow."""
+        capacity: the caller then treats the consumer as too slow. Frames from the
+        client never expire (``expires=False``); channel layer events do."""
         if self._disconnect_queued:
             return True  # the consumer is finishing; late events have no one to go to
         if len(self._inbox) >= self.capacity:
             return False
-        self._inbox.append(event)
+        self._inbox.append((time.monotonic() if expires else math.inf, event))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -103,7 +110,7 @@ class ConnectionPort(ABC):
         """Queue ``websocket.disconnect`` (always accepted, even over capacity)."""
         if not self._disconnect_queued:
             self._disconnect_queued = True
-            self._inbox.append({"type": "websocket.disconnect", "code": code})
+            self._inbox.append((math.inf, {"type": "websocket.disconnect", "code": code}))
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -118,7 +125,7 @@ class ConnectionPort(ABC):
 
     async def run(self, consumer: Any) -> None:
         """Drive ``consumer`` from ``websocket.connect`` to ``websocket.disconnect``."""
-        self._inbox.appendleft({"type": "websocket.connect"})
+        self._inbox.appendleft((math.inf, {"type": "websocket.connect"}))
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -126,10 +133,19 @@ class ConnectionPort(ABC):
                     self._waiter = loop.create_future()
                     await self._waiter
                     self._waiter = None
-                event = self._inbox.popleft()
+                arrived, event = self._inbox.popleft()
                 room = self._room
                 if room is not None and not room.done() and len(self._inbox) < self.capacity:
                     room.set_result(None)
+                if arrived != math.inf and time.monotonic() - arrived > self.expiry:
+                    self.expired += 1
+                    logger.warning(
+                        "event %r for %s expired after %.0fs in its inbox and was dropped",
+                        event_type_of(event),
+                        self.channel_name,
+                        self.expiry,
+                    )
+                    continue
                 is_connect = event_type_of(event) == "websocket.connect"
                 is_disconnect = event_type_of(event) == "websocket.disconnect"
                 try:

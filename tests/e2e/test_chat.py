@@ -7,6 +7,7 @@ import json
 import signal
 
 import pytest
+from support.clients import join, on_distinct_workers
 from support.processes import Stack, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -14,37 +15,9 @@ from websockets.exceptions import InvalidStatus
 pytestmark = pytest.mark.timeout(90)
 
 
-async def join(url: str) -> tuple[object, dict[str, object]]:
-    ws = await connect(url)
-    hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
-    return ws, hello
-
-
-async def clients_on_distinct_workers(
-    base: str, group: str, tries: int = 40
-) -> list[tuple[object, dict]]:
-    """Open connections until two land on different worker processes (SO_REUSEPORT
-    spreads them by hash), closing the extra ones."""
-    found: dict[int, tuple[object, dict]] = {}
-    extra = []
-    for _ in range(tries):
-        ws, hello = await join(f"{base}/ws/group/{group}/")
-        pid = int(hello["pid"])  # type: ignore[arg-type]
-        if pid in found:
-            extra.append(ws)
-        else:
-            found[pid] = (ws, hello)
-        if len(found) == 2:
-            break
-    for ws in extra:
-        await ws.close()  # type: ignore[attr-defined]
-    assert len(found) == 2, "all connections landed on one worker"
-    return list(found.values())
-
-
 async def test_two_workers_share_a_group_and_other_groups_hear_nothing(stack: Stack) -> None:
     server = stack.edge(workers=2)
-    (a, hello_a), (b, hello_b) = await clients_on_distinct_workers(server.ws_url, "room1")
+    (a, hello_a), (b, hello_b) = await on_distinct_workers(f"{server.ws_url}/ws/group/room1/")
     assert hello_a["pid"] != hello_b["pid"]
     assert {hello_a["pid"], hello_b["pid"]} <= set(server.worker_pids())
     outsider, _ = await join(f"{server.ws_url}/ws/group/room2/")
@@ -113,7 +86,7 @@ async def test_sigkill_worker_is_replaced_and_its_subscriptions_dropped(
 ) -> None:
     broker = stack.broker(f"unix:{tmp_path / 'broker.sock'}")
     server = stack.edge(workers=2, broker=broker.listen)
-    (a, hello_a), (b, hello_b) = await clients_on_distinct_workers(server.ws_url, "shared")
+    (a, hello_a), (b, hello_b) = await on_distinct_workers(f"{server.ws_url}/ws/group/shared/")
     # Give each worker a group of its own too.
     stats = broker.stats(include_groups=True)
     assert stats.group_edges["shared"] == 2

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from django_ws_client.connection import CloseCode
-from django_ws_client.exceptions import BrokerUnavailable
+from django_ws_client.exceptions import BrokerUnavailable, ChannelFull
 from django_ws_client.tracing import inject_trace
 from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
 from django_ws_client.transport.config import TransportConfig
@@ -47,6 +47,7 @@ class EdgeChannelLayer(ChannelLayer):
         self.topology_epoch = 0
         self._channel_counter = 0
         self._subscribing: dict[str, asyncio.Future[None]] = {}
+        self._queues: dict[str, asyncio.Queue[Any]] = {}
         self.links: list[BrokerLink] = []
         self._handlers = LinkHandlers(
             groups_owned=self._groups_owned, on_frame=self._on_frame, on_state=self._on_state
@@ -112,7 +113,7 @@ class EdgeChannelLayer(ChannelLayer):
         if not self._is_local(name):
             await self._control("group_add", group, name)
             return
-        if name not in self.connections:
+        if name not in self.connections and name not in self._queues:
             return  # the connection already finished: joining would leak membership
         if self.index.add(group, name):
             metrics.LOCAL_GROUPS.set(len(self.index))
@@ -155,7 +156,10 @@ class EdgeChannelLayer(ChannelLayer):
         name = channel_of(channel)
         event = self.encode_event(message)
         if self._is_local(name):
-            self._deliver_to(name, event_from_wire(codec.decode(event)))
+            # Same worker: the sender can be told at once, as Channels does.
+            decoded = event_from_wire(codec.decode(event))
+            if not self._deliver_to(name, decoded, close_if_full=False):
+                raise ChannelFull(f"channel {name!r} is over its capacity of {self.capacity}")
             return
         publish = broker_pb2.Publish(channel=name, event=event, sent_at=time.time())
         inject_trace(publish.trace)
@@ -221,7 +225,7 @@ class EdgeChannelLayer(ChannelLayer):
 
     def _apply_control(self, channel: str, decoded: codec.DecodedEvent) -> None:
         group = decoded.body.get("group", "")
-        if channel not in self.connections:
+        if channel not in self.connections and channel not in self._queues:
             return
         if decoded.type == "group_add":
             if self.index.add(group, channel):
@@ -230,11 +234,41 @@ class EdgeChannelLayer(ChannelLayer):
             self._link_for(group).unsubscribe(group)
         metrics.LOCAL_GROUPS.set(len(self.index))
 
-    def _deliver_to(self, channel: str, event: Any) -> None:
+    def _deliver_to(self, channel: str, event: Any, *, close_if_full: bool = True) -> bool:
+        """Hand an event to a local consumer or receive queue; False when it is full."""
         connection = self.connections.get(channel)
         if connection is None:
-            return
+            queue = self._queues.get(channel)
+            if queue is None:
+                return True  # gone: as in Channels, not the sender's error
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                metrics.QUEUE_DROPPED.inc()
+                return False
+            return True
         metrics.DELIVERIES.inc()
-        if not connection.deliver(event):
+        if connection.deliver(event):
+            return True
+        if close_if_full:
             metrics.SLOW_CONSUMERS_CLOSED.inc()
             connection.close_slow(CloseCode.TRY_AGAIN_LATER)
+        return False
+
+    # Channels that are not connections ------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A channel of this worker that code here reads with :meth:`receive`."""
+        self._channel_counter += 1
+        name = f"{self.edge_id}!{prefix}.{self._channel_counter:x}"
+        self._queues[name] = asyncio.Queue(maxsize=self.capacity)
+        return name
+
+    async def receive(self, channel: str) -> Any:
+        queue = self._queues.get(channel)
+        if queue is None:
+            raise ValueError(
+                f"{channel!r} was not made by new_channel() in this worker; consumers "
+                "receive their events through their handlers"
+            )
+        return await queue.get()

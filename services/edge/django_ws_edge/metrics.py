@@ -38,6 +38,10 @@ SLOW_CONSUMERS_CLOSED = Counter(
     "django_ws_edge_slow_consumers_closed",
     "Connections closed because their inbox overflowed (1013).",
 )
+QUEUE_DROPPED = Counter(
+    "django_ws_edge_receive_queue_dropped",
+    "Events dropped because a new_channel() receive queue was full.",
+)
 PUBLISH_LOST = Counter(
     "django_ws_edge_publish_lost", "Publishes accepted locally but lost with a broker link."
 )

@@ -146,9 +146,9 @@ class Worker:
             async for message in websocket:
                 metrics.MESSAGES_RECEIVED.inc()
                 event = receive_event(message)
-                if not port.deliver(event):
+                if not port.deliver(event, expires=False):
                     await port.wait_for_room()
-                    port.deliver(event)
+                    port.deliver(event, expires=False)
         except ConnectionClosed:
             pass
         finally:

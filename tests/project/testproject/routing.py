@@ -1,10 +1,14 @@
 from django.urls import re_path
 
-from testproject import consumers
+from testproject import consumers, tutorial
 
 urlpatterns = [
     re_path(r"^ws/group/(?P<group>[\w.-]+)/$", consumers.GroupRelayConsumer.as_handler()),
     re_path(r"^ws/raise/(?P<where>\w+)/$", consumers.RaisingConsumer.as_handler()),
     re_path(r"^ws/reject/$", consumers.RejectingConsumer.as_handler()),
     re_path(r"^ws/echo/$", consumers.EchoConsumer.as_handler()),
+    re_path(r"^ws/chat/sync/(?P<room_name>\w+)/$", tutorial.ChatConsumer.as_asgi()),
+    re_path(r"^ws/chat/async/(?P<room_name>\w+)/$", tutorial.AsyncChatConsumer.as_asgi()),
+    re_path(r"^ws/chat/json/$", tutorial.JsonChatConsumer.as_asgi()),
+    re_path(r"^ws/protocol/(?P<flavour>\w+)/$", tutorial.ProtocolConsumer.as_handler()),
 ]

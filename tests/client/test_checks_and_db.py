@@ -1,0 +1,89 @@
+"""System checks name the bad setting; database_sync_to_async refreshes stale connections."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.checks import run_checks
+from django.db import connection
+from django.test import override_settings
+
+from django_ws_client.db import database_sync_to_async
+
+
+def ids(**settings: object) -> dict[str, str]:
+    with override_settings(**settings):
+        return {m.id: m.msg for m in run_checks(tags=["django_ws"])}
+
+
+def test_the_test_project_is_clean() -> None:
+    assert ids() == {}
+
+
+def test_unknown_backend_path() -> None:
+    found = ids(
+        WEBSOCKET_TRANSPORT_BACKENDS={"default": {"BACKEND": "nowhere.Layer", "CONFIG": {}}}
+    )
+    assert "django_ws.E001" in found and "nowhere.Layer" in found["django_ws.E001"]
+
+
+def test_bad_broker_addresses_and_shards() -> None:
+    bad = {
+        "default": {
+            "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+            "CONFIG": {"address": "not an address"},
+        }
+    }
+    found = ids(WEBSOCKET_TRANSPORT_BACKENDS=bad)
+    assert (
+        "['CONFIG']['address']: 'not an address' is not a broker address" in found["django_ws.E002"]
+    )
+    template = {
+        "default": {
+            "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+            "CONFIG": {"brokers": "broker-{ordinal}:50051"},
+        }
+    }
+    assert (
+        "['shards'] must be the number of brokers"
+        in ids(WEBSOCKET_TRANSPORT_BACKENDS=template)["django_ws.E002"]
+    )
+
+
+def test_unreadable_route_module_and_missing_setting() -> None:
+    assert "cannot be loaded" in ids(WEBSOCKET_ROUTE_MODULE="no.such.module")["django_ws.E003"]
+    assert (
+        "no 'urlpatterns'" in ids(WEBSOCKET_ROUTE_MODULE="django_ws_client.conf")["django_ws.E003"]
+    )
+    assert "is not set" in ids(WEBSOCKET_ROUTE_MODULE=None)["django_ws.E003"]
+
+
+def test_middleware_that_does_not_import_and_missing_origin_check() -> None:
+    found = ids(
+        WEBSOCKET_MIDDLEWARE=[
+            "no.such.Middleware",
+            "django_ws_client.middlewares.route.RouteMiddleware",
+        ]
+    )
+    assert "no.such.Middleware" in found["django_ws.E004"]
+    assert "no origin check" in found["django_ws.W001"]
+
+
+def test_unknown_server_keys() -> None:
+    assert "MAX_CONECTIONS" in ids(WEBSOCKET_SERVER={"MAX_CONECTIONS": 5})["django_ws.E005"]
+
+
+async def test_database_sync_to_async_closes_stale_connections() -> None:
+    def open_connection() -> object:
+        connection.ensure_connection()
+        # Mark it as past its CONN_MAX_AGE, as an idle worker's connection would be.
+        connection.close_at = time.monotonic() - 1
+        return connection.connection
+
+    def current_connection() -> object:
+        connection.ensure_connection()
+        return connection.connection
+
+    stale = await database_sync_to_async(open_connection)()
+    fresh = await database_sync_to_async(current_connection)()
+    assert stale is not fresh
