@@ -1,0 +1,3 @@
+"""Static checks of what ships for Kubernetes: the Helm chart, the kustomize base, the
+Grafana dashboards and the Dockerfiles. No cluster and no Docker daemon: real tools
+(Helm's engine, Kubernetes' schemas, yamllint, promtool) read the files."""
