@@ -7,9 +7,10 @@ here make those questions one-liners for the tests.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, cast
 
 import yaml
 
@@ -97,19 +98,19 @@ def kustomize_files() -> list[Path]:
 
 
 def pod_spec(workload: Doc) -> Doc:
-    return workload["spec"]["template"]["spec"]
+    return cast(Doc, workload["spec"]["template"]["spec"])
 
 
 def pod_labels(workload: Doc) -> dict[str, str]:
-    return workload["spec"]["template"]["metadata"].get("labels", {})
+    return cast(dict[str, str], workload["spec"]["template"]["metadata"].get("labels", {}))
 
 
 def container(workload: Doc, name: str | None = None) -> Doc:
     containers = pod_spec(workload)["containers"]
     if name is None:
         assert len(containers) == 1
-        return containers[0]
-    return next(c for c in containers if c["name"] == name)
+        return cast(Doc, containers[0])
+    return cast(Doc, next(c for c in containers if c["name"] == name))
 
 
 def selects(match_labels: dict[str, str], labels: dict[str, str]) -> bool:
@@ -141,7 +142,7 @@ def arg_value(args: list[str], flag: str) -> str:
 def env_value(c: Doc, name: str) -> str | None:
     for item in c.get("env", []):
         if item["name"] == name:
-            return item.get("value")
+            return cast("str | None", item.get("value"))
     return None
 
 
@@ -150,7 +151,7 @@ def env_value(c: Doc, name: str) -> str | None:
 
 def without_helm_bookkeeping(doc: Doc) -> Doc:
     """A copy of ``doc`` without Helm's labels and the namespace Helm may set."""
-    copy = yaml.safe_load(yaml.safe_dump(doc))
+    copy = cast(Doc, yaml.safe_load(yaml.safe_dump(doc)))
     metadata = copy["metadata"]
     metadata.pop("namespace", None)
     labels = metadata.get("labels", {})

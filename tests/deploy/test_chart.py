@@ -4,12 +4,16 @@ dashboards), its notes and docs, and its refusal of values that would break a cl
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-helm_python = pytest.importorskip("helm_python", reason="needs the deploy extra: pip install -e '.[deploy]'")
+from deploy import DEPLOY_EXTRA
+
+pytest.importorskip("yaml", reason=DEPLOY_EXTRA)
+helm_python = pytest.importorskip("helm_python", reason=DEPLOY_EXTRA)
 
 from deploy.manifests import (  # noqa: E402
     CHART,
@@ -147,9 +151,9 @@ def test_dashboards_ship_in_a_sidecar_config_map(release_with_dashboards: Releas
     }
 
 
-@pytest.fixture(params=["defaults", "full"])
+@pytest.fixture(params=["default_release", "full_release"])
 def release_with_dashboards(request: pytest.FixtureRequest) -> Release:
-    return request.getfixturevalue(f"{'default' if request.param == 'defaults' else 'full'}_release")
+    return request.getfixturevalue(request.param)
 
 
 def test_dashboards_go_to_the_grafana_namespace(full_release: Release) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("helm_python", reason="needs the deploy extra: pip install -e '.[deploy]'")
-pytest.importorskip("kubernetes_validate", reason="needs the deploy extra")
+from deploy import DEPLOY_EXTRA
 
-from deploy import schemas  # noqa: E402
-from deploy.manifests import (  # noqa: E402
+pytest.importorskip("yaml", reason=DEPLOY_EXTRA)
+pytest.importorskip("helm_python", reason=DEPLOY_EXTRA)
+pytest.importorskip("kubernetes_validate", reason=DEPLOY_EXTRA)
+
+from deploy import schemas
+from deploy.manifests import (
     Release,
     arg_value,
     container,
@@ -148,8 +151,10 @@ def test_pods_outlive_their_drain(release: Release) -> None:
     args = container(broker_workload)["args"]
     drain = float(arg_value(args, "--drain-seconds")) + float(arg_value(args, "--grace-seconds"))
     assert pod_spec(broker_workload)["terminationGracePeriodSeconds"] > drain
-    print(f"edge: --grace {grace:g} < {pod_spec(edge_workload)['terminationGracePeriodSeconds']} s;"
-          f" broker: drain {drain:g} < {pod_spec(broker_workload)['terminationGracePeriodSeconds']} s")
+    edge_budget = pod_spec(edge_workload)["terminationGracePeriodSeconds"]
+    broker_budget = pod_spec(broker_workload)["terminationGracePeriodSeconds"]
+    print(f"edge: --grace {grace:g} s, pod {edge_budget} s; "
+          f"broker: drain {drain:g} s, pod {broker_budget} s")
 
 
 def test_network_policy_admits_only_edges_and_publishers(release: Release) -> None:
@@ -202,3 +207,29 @@ def test_pods_run_locked_down(release: Release) -> None:
             assert context["capabilities"]["drop"] == ["ALL"]
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             assert "/tmp" in mounts, "a writable /tmp under the read-only root"
+
+
+def test_command_lines_parse_with_the_real_parsers(release: Release,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The arguments the manifests pass are ones the edge command and the broker CLI
+    accept, and mean what the manifests intend."""
+    from django_ws_broker.cli import build_parser, options_from_args
+    from django_ws_client.management.commands.websockets_server import Command
+
+    edge = container(release.workload("edge"))
+    assert edge["command"] == ["python", "manage.py", "websockets_server"]
+    parsed = vars(Command().create_parser("manage.py", "websockets_server").parse_args(edge["args"]))
+    assert parsed["no_embedded_broker"] is True
+    assert parsed["workers"] >= 1
+    assert parsed["grace"] == float(arg_value(edge["args"], "--grace"))
+
+    statefulset = release.one("StatefulSet")
+    broker = container(statefulset)
+    assert broker["command"] == ["django-ws-broker"]
+    last = statefulset["spec"]["replicas"] - 1
+    # The broker takes its ordinal from the pod's hostname, <statefulset>-K.
+    monkeypatch.setenv("HOSTNAME", f"{statefulset['metadata']['name']}-{last}")
+    options = options_from_args(build_parser().parse_args(broker["args"]))
+    assert (options.ordinal, options.shards) == (last, statefulset["spec"]["replicas"])
+    assert options.metrics_address == f"0.0.0.0:{container_ports(statefulset)['metrics']}"
+    assert (options.tls is not None) == ("--tls-cert" in broker["args"])

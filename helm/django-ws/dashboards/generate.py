@@ -100,12 +100,15 @@ EDGE_ROWS: dict[str, list[Graph]] = {
               "short", (Query(f"sum by (pod) (django_ws_edge_links_up{{{NS}}})", "{{pod}}"),)),
         Graph("Broker stream connects", "Streams established; a steady rate means reconnects.",
               "ops", (rate("django_ws_edge_link_connects_total", "pod", "{{pod}}"),)),
-        Graph("Lost and dropped", "Publishes lost with a broker link, and deliveries the broker "
-              "dropped because a worker's queue was full.", "ops",
+        Graph("Lost and dropped", "Publishes lost with a broker link, deliveries the broker "
+              "dropped because a worker's queue was full, and events dropped because a "
+              "new_channel() receive queue was full.", "ops",
               (Query(f"sum(rate(django_ws_edge_publish_lost_total{{{NS}}}[{RATE}]))",
                      "publish lost"),
                Query(f"sum(rate(django_ws_edge_broker_dropped_total{{{NS}}}[{RATE}]))",
-                     "broker dropped"))),
+                     "broker dropped"),
+               Query(f"sum(rate(django_ws_edge_receive_queue_dropped_total{{{NS}}}[{RATE}]))",
+                     "receive queue dropped"))),
     ],
 }
 
