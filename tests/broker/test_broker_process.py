@@ -7,11 +7,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.processes import Stack
 
 from django_ws_proto import codec
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
+
+from support.processes import Stack
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,21 +54,29 @@ async def test_streams_fan_out_in_order_once_per_edge(stack: Stack, tmp_path: Pa
         stub = broker_pb2_grpc.BrokerStub(channel)
         a = await attach(stub, "ws.a", subscribe=["room"])
         b = await attach(stub, "ws.b", subscribe=["room", "other"])
-        # Publishes from a stream, then from the unary API, all to one group.
+        # Publishes from a stream, then (once the broker acknowledged them) from the
+        # unary API, all to one group.
         await a.write(
             broker_pb2.EdgeFrame(
                 publish=[broker_pb2.Publish(group="room", event=event(str(i))) for i in range(50)],
                 sync=1,
             )
         )
+        got_a: list[broker_pb2.Delivery] = []
+        while True:
+            frame = await asyncio.wait_for(a.read(), 5)
+            got_a.extend(frame.deliveries)
+            if frame.synced == 1:
+                break
         reply = await stub.Publish(
             broker_pb2.PublishRequest(
                 publish=[broker_pb2.Publish(group="room", event=event("unary"))], shards=1
             )
         )
         assert reply.accepted == 1 and not reply.refusals
-        for call in (a, b):
-            deliveries = await read_deliveries(call, 51)
+        got_a.extend(await read_deliveries(a, 51 - len(got_a)))
+        got_b = await read_deliveries(b, 51)
+        for deliveries in (got_a, got_b):
             texts = [codec.decode(d.event).body["text"] for d in deliveries]
             assert texts == [str(i) for i in range(50)] + ["unary"]
         stats = broker.stats(include_groups=True)

@@ -129,5 +129,11 @@ def test_reshard_releases_groups_no_longer_owned() -> None:
     assert released == 200 - len(kept)
     assert sorted(shard.groups) == sorted(kept) and edge.groups == set(kept)
     assert shard.topology_epoch == 5
-    with pytest.raises(ValueError, match="cannot be part of a cluster"):
-        ShardState(ordinal=2, shards=3).reshard(2)
+    leaving = ShardState(ordinal=2, shards=3)
+    edge = leaving.attach("ws.b")
+    owned = next(g for g in groups if ShardRing(3).owner(g) == 2)
+    assert leaving.subscribe(edge, owned) is None
+    assert leaving.reshard(2) == 1 and leaving.groups == {}
+    assert "not the owner" in (leaving.subscribe(edge, owned) or "")
+    with pytest.raises(ValueError, match="at least 1"):
+        leaving.reshard(0)

@@ -12,12 +12,13 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
-from support.clients import join, on_distinct_workers
-from support.processes import Stack
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from django_ws_client.transport import get_channel_layer, reset_layers
+
+from support.clients import join, on_distinct_workers
+from support.processes import Stack
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -106,7 +107,11 @@ async def test_send_to_a_channel_on_another_worker(stack: Stack, tmp_path: Path)
     (a, hello_a), (b, hello_b) = await on_distinct_workers(f"{server.ws_url}/ws/group/dm/")
     await a.send(json.dumps({"send_to": hello_b["channel"], "text": "direct"}))
     message = json.loads(await asyncio.wait_for(b.recv(), 5))
-    assert message == {"text": "direct", "from": hello_a["channel"], "pid": hello_b["pid"]}
+    assert (message["text"], message["from"], message["pid"]) == (
+        "direct",
+        hello_a["channel"],
+        hello_b["pid"],
+    )
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(a.recv(), 0.3)
     await a.close()

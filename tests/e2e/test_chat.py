@@ -7,10 +7,11 @@ import json
 import signal
 
 import pytest
-from support.clients import join, on_distinct_workers
-from support.processes import Stack, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from support.clients import join, on_distinct_workers
+from support.processes import Stack, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.processes import EXAMPLE_PROJECT, Stack, base_env
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from support.processes import EXAMPLE_PROJECT, Stack, base_env
 
 pytestmark = pytest.mark.timeout(120)
 

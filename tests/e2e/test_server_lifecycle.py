@@ -11,8 +11,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from support.processes import TEST_PROJECT, Stack, base_env, free_port, wait_until
 from websockets.asyncio.client import connect, unix_connect
+
+from support.processes import TEST_PROJECT, Stack, base_env, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

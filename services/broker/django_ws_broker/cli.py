@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of brokers in the cluster (required when the ordinal is above 0)",
     )
     parser.add_argument(
+        "--topology-epoch",
+        type=int,
+        default=int(os.environ.get("DJANGO_WS_TOPOLOGY_EPOCH", "0")),
+        help="version of the shard count: edges adopt the count with the highest epoch "
+        "(raise it whenever --shards changes)",
+    )
+    parser.add_argument(
         "--queue-size",
         type=int,
         default=DEFAULT_QUEUE_SIZE,
@@ -114,6 +121,7 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
         shards=shards,
         queue_size=args.queue_size,
         max_groups_per_edge=args.max_groups_per_edge,
+        topology_epoch=args.topology_epoch,
         metrics_address=args.metrics,
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,

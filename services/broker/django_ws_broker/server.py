@@ -46,6 +46,7 @@ class BrokerOptions:
     max_groups_per_edge: int = DEFAULT_MAX_GROUPS_PER_EDGE
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     metrics_address: str | None = None
+    topology_epoch: int = 0
     drain_seconds: float = 0.0
     grace_seconds: float = 10.0
     tls: TLSFiles | None = None
@@ -99,6 +100,7 @@ class Broker:
             shards=options.shards,
             queue_size=options.queue_size,
             max_groups_per_edge=options.max_groups_per_edge,
+            topology_epoch=options.topology_epoch,
         )
         self.servicer = BrokerServicer(self.shard)
         self.health = health.aio.HealthServicer()

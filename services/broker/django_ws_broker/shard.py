@@ -95,12 +95,13 @@ class ShardState:
         shards: int = 1,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_groups_per_edge: int = DEFAULT_MAX_GROUPS_PER_EDGE,
+        topology_epoch: int = 0,
     ) -> None:
         if not 0 <= ordinal < shards:
             raise ValueError(f"ordinal {ordinal} is outside 0..{shards - 1} for {shards} shards")
         self.ordinal = ordinal
         self.ring = ShardRing(shards)
-        self.topology_epoch = 0
+        self.topology_epoch = topology_epoch
         self.queue_size = queue_size
         self.max_groups_per_edge = max_groups_per_edge
         self.edges: dict[str, EdgeStream] = {}
@@ -239,12 +240,12 @@ class ShardState:
         """Adopt a new shard count; drop subscriptions of groups no longer owned here.
 
         Returns how many groups were released. Edges move those subscriptions to the
-        new owners themselves, because membership lives at the edge.
+        new owners themselves, because membership lives at the edge. A broker whose
+        ordinal is past the new count is leaving the cluster: it releases every group
+        and refuses everything from then on, until it is stopped.
         """
-        if not self.ordinal < shards:
-            raise ValueError(
-                f"broker {self.ordinal} cannot be part of a cluster of {shards} shards"
-            )
+        if shards < 1:
+            raise ValueError(f"the shard count must be at least 1, got {shards}")
         self.ring = ShardRing(shards)
         self.topology_epoch = max(self.topology_epoch, topology_epoch)
         released = [group for group in self.groups if self.ring.owner(group) != self.ordinal]

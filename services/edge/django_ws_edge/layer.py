@@ -48,6 +48,7 @@ class EdgeChannelLayer(ChannelLayer):
         self._channel_counter = 0
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._queues: dict[str, asyncio.Queue[Any]] = {}
+        self._welcomed: dict[int, str] = {}  # ordinal -> boot id of its current stream
         self.links: list[BrokerLink] = []
         self._handlers = LinkHandlers(
             groups_owned=self._groups_owned, on_frame=self._on_frame, on_state=self._on_state
@@ -180,6 +181,8 @@ class EdgeChannelLayer(ChannelLayer):
         metrics.LINKS_UP.set(sum(1 for link in self.links if link.up))
 
     def _on_frame(self, ordinal: int, frame: broker_pb2.BrokerFrame) -> None:
+        if frame.HasField("welcome"):
+            self._on_welcome(ordinal, frame.welcome)
         if frame.dropped:
             metrics.BROKER_DROPPED.inc(frame.dropped)
             logger.warning(
@@ -200,6 +203,65 @@ class EdgeChannelLayer(ChannelLayer):
                 if delivery.sent_at:
                     metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.sent_at))
                 self._on_delivery(delivery)
+
+    # Topology ------------------------------------------------------------------------
+
+    def _on_welcome(self, ordinal: int, welcome: broker_pb2.Welcome) -> None:
+        """Adopt a shard count announced with a higher topology epoch than ours.
+
+        Brokers are resharded one by one, so a subscription moved early may have been
+        refused by a broker that still had the old count. Every broker announces its
+        new count on the streams it already has; the edge then offers that broker all
+        its groups again (subscribing is idempotent), which heals those refusals.
+        """
+        announcement = self._welcomed.get(ordinal) == welcome.boot_id
+        self._welcomed[ordinal] = welcome.boot_id
+        if welcome.topology_epoch > self.topology_epoch:
+            self.topology_epoch = welcome.topology_epoch
+            if welcome.shards != self.ring.shards:
+                logger.info(
+                    "broker %d announced %d shards (epoch %d): moving subscriptions",
+                    ordinal,
+                    welcome.shards,
+                    welcome.topology_epoch,
+                )
+                self.reshard(welcome.shards)
+        if announcement and ordinal < len(self.links):
+            link = self.links[ordinal]
+            for group in self._groups_owned(ordinal):
+                link.subscribe(group)
+
+    def reshard(self, shards: int) -> int:
+        """Move to ``shards`` brokers: route every local group to its owner under the
+        new count, subscribing there and unsubscribing at the old owner. Returns how
+        many groups moved."""
+        try:
+            addresses = [self.config.address_for(k) for k in range(shards)]
+        except Exception as exc:
+            logger.error("cannot move to %d shards: %s", shards, exc)
+            return 0
+        old_ring, new_ring = self.ring, ShardRing(shards)
+        for ordinal in range(len(self.links), shards):
+            self.links.append(self._make_link(ordinal))
+        self.ring = new_ring
+        moved = 0
+        for group in self.index.groups():
+            old, new = old_ring.owner(group), new_ring.owner(group)
+            if old != new:
+                moved += 1
+                if old < len(self.links):
+                    self.links[old].unsubscribe(group)
+                self.links[new].subscribe(group)
+        for link in self.links:
+            link.shards = shards
+        leaving, self.links = self.links[shards:], self.links[:shards]
+        for link in self.links:
+            if not link.started:
+                link.start()
+        for link in leaving:
+            asyncio.get_running_loop().create_task(link.close())
+        logger.info("now %d shards at %s; %d groups moved", shards, addresses, moved)
+        return moved
 
     def _on_delivery(self, delivery: broker_pb2.Delivery) -> None:
         try:

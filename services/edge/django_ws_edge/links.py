@@ -100,6 +100,7 @@ class BrokerLink:
         self.config = config
         self.handlers = handlers
         self.up = False
+        self.started = False
         self.boot_id = ""
         self._builder = _FrameBuilder()
         self._wake = asyncio.Event()
@@ -170,6 +171,7 @@ class BrokerLink:
     # Life ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.started = True
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"broker-link-{self.ordinal}"
         )

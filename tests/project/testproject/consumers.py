@@ -5,6 +5,7 @@ import json
 import os
 
 from django_ws_client.consumers import AsyncWebsocketConsumer, BaseConsumer
+from django_ws_client.exceptions import BrokerUnavailable
 
 
 def record(line: str) -> None:
@@ -18,26 +19,42 @@ class GroupRelayConsumer(AsyncWebsocketConsumer):
     """Joins the group in the URL and relays every message to it."""
 
     async def connect(self):
-        self.group = self.scope["url_route"]["kwargs"]["group"]
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # "a+b+c" joins several groups; plain messages go to the first.
+        groups = self.scope["url_route"]["kwargs"]["group"].split("+")
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.group = groups[0]
         await self.accept()
         await self.send(json.dumps({"pid": os.getpid(), "channel": self.channel_name}))
 
     async def receive(self, text_data=None, bytes_data=None):
         message = json.loads(text_data)
-        if "send_to" in message:
-            await self.channel_layer.send(
-                message["send_to"],
-                {"type": "relay", "text": message["text"], "from": self.channel_name},
-            )
-            return
-        await self.channel_layer.group_send(
-            self.group, {"type": "relay", "text": message["text"], "from": self.channel_name}
-        )
+        target = message.get("group", self.group)
+        event = {
+            "type": "relay",
+            "text": message["text"],
+            "from": self.channel_name,
+            "group": target,
+        }
+        try:
+            if "send_to" in message:
+                await self.channel_layer.send(message["send_to"], event)
+            else:
+                await self.channel_layer.group_send(target, event)
+        except BrokerUnavailable as exc:
+            # The documented fail-fast error: tell the client instead of closing.
+            await self.send(json.dumps({"error": "broker unavailable", "detail": str(exc)}))
 
     async def relay(self, event):
         await self.send(
-            json.dumps({"text": event["text"], "from": event["from"], "pid": os.getpid()})
+            json.dumps(
+                {
+                    "text": event["text"],
+                    "from": event["from"],
+                    "pid": os.getpid(),
+                    "group": event.get("group"),
+                }
+            )
         )
 
     async def disconnect(self, code):

@@ -42,6 +42,8 @@ if os.environ.get("TEST_BROKERS"):
     _config["brokers"] = os.environ["TEST_BROKERS"].split(",")
 elif os.environ.get("TEST_BROKER"):
     _config["address"] = os.environ["TEST_BROKER"]
+if os.environ.get("TEST_SHARDS"):
+    _config["shards"] = int(os.environ["TEST_SHARDS"])
 if os.environ.get("TEST_CAPACITY"):
     _config["capacity"] = int(os.environ["TEST_CAPACITY"])
 _config["connect_timeout"] = float(os.environ.get("TEST_CONNECT_TIMEOUT", "5"))
