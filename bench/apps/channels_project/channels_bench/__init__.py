@@ -1,0 +1,1 @@
+"""The benchmark's chat workload served by Django Channels under uvicorn."""
