@@ -1,0 +1,362 @@
+"""``python -m bench``: the benchmark's command line.
+
+``run`` starts every system in turn (django-ws, Channels on both channels_redis layers,
+bare websockets), runs the scenarios against each, stops everything it started, prints
+the table and saves the results as JSON (and plots). ``broker`` runs the broker
+micro-benchmark alone; ``report`` reprints and replots a saved run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import ensure_node_modules, kill_generators
+from bench.processes import ProcessRegistry
+from bench.scenarios import RunOptions, Scenario, ScenarioRunner, custom_fanout, default_scenarios
+from bench.systems import BENCH_DIR, redis_server_path, start_system, stop_system, system_specs
+
+RESULTS_DIR = BENCH_DIR / "results"
+SYSTEM_ORDER = ["bare", "django-ws", "django-ws-w1", "channels-pubsub", "channels-core"]
+FAN_OUT_EFFICIENCY_SCENARIOS = {"S1", "S3", "custom"}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the scenarios against every system")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-test sizes: 200 connections, 1 s steps, a short ladder (~3 min)",
+    )
+    run.add_argument(
+        "--systems",
+        default=",".join(SYSTEM_ORDER),
+        help=f"comma-separated, from {', '.join(SYSTEM_ORDER)} (default: all)",
+    )
+    run.add_argument(
+        "--scenarios",
+        default="S1,S2,S3,S4,S5",
+        help="comma-separated scenario keys (default: S1,S2,S3,S4,S5)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes for django-ws and uvicorn (default: number of cores)",
+    )
+    run.add_argument(
+        "--step-seconds", type=float, help="length of each measured step (default 5, quick 1)"
+    )
+    run.add_argument(
+        "--warmup-seconds", type=float, help="warm-up before the first step (default 2, quick 1)"
+    )
+    run.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=2.0,
+        help="after a step, how long to wait for deliveries still on their way (default 2)",
+    )
+    run.add_argument(
+        "--rates",
+        type=_floats,
+        help="the fan-out rate ladder in deliveries/s, e.g. 1000,2000,4000 (overrides "
+        "--ladder-start/--ladder-factor/--ladder-top)",
+    )
+    run.add_argument(
+        "--ladder-start", type=float, help="first ladder rate, deliveries/s (default 250)"
+    )
+    run.add_argument(
+        "--ladder-factor", type=float, help="ladder growth per step (default 2, quick 4)"
+    )
+    run.add_argument(
+        "--ladder-top", type=float, help="highest ladder rate (default 256000, quick 64000)"
+    )
+    run.add_argument(
+        "--fixed-rate",
+        type=float,
+        help="the common rate at which p50/p99 are compared, deliveries/s, for every "
+        "fan-out scenario (default S1 500, S2 1000, S3 2000)",
+    )
+    run.add_argument(
+        "--refine", type=int, help="bisection steps after the first failure (default 2, quick 0)"
+    )
+    run.add_argument(
+        "--retries", type=int, help="repeats of a failed step before it counts (default 1, quick 0)"
+    )
+    run.add_argument(
+        "--generators", type=int, default=2, help="load generator processes (default 2)"
+    )
+    run.add_argument("--payload-bytes", type=int, default=100, help="message size (default 100)")
+    run.add_argument(
+        "--idle-connections", type=int, help="connections of S5 (default 2000, quick 500)"
+    )
+    run.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every scenario's connection count (bigger machines)",
+    )
+    run.add_argument(
+        "--connections",
+        type=int,
+        help="run one custom fan-out scenario of this many connections instead",
+    )
+    run.add_argument(
+        "--rooms", type=int, default=2, help="rooms of the custom scenario (default 2)"
+    )
+    run.add_argument("--no-broker", action="store_true", help="skip the broker micro-benchmark")
+    run.add_argument(
+        "--broker-publishes", type=int, help="publishes per broker run (default 50000, quick 10000)"
+    )
+    run.add_argument(
+        "--plot-dir", type=Path, help="write the PNG plots here (default: next to the JSON results)"
+    )
+    run.add_argument(
+        "--output", type=Path, help="results JSON path (default bench/results/<time>.json)"
+    )
+    run.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the servers' logs (always kept when the run fails)",
+    )
+
+    broker = commands.add_parser("broker", help="run only the broker micro-benchmark")
+    broker.add_argument("--publishes", type=int, default=50_000)
+    broker.add_argument("--rounds", type=int, default=3)
+    broker.add_argument("--edges", type=int, default=4)
+    broker.add_argument(
+        "--batch", type=int, default=20, help="publishes per Attach frame (default 20)"
+    )
+    broker.add_argument("--output", type=Path)
+
+    report = commands.add_parser("report", help="print the table and redraw plots of a saved run")
+    report.add_argument("results", type=Path)
+    report.add_argument("--plot-dir", type=Path)
+    return parser
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _selected(text: str, known: list[str], what: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [c for c in chosen if c not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)} (known: {', '.join(known)})")
+    return chosen
+
+
+def _scenarios(args: argparse.Namespace) -> list[Scenario]:
+    if args.connections:
+        rates = args.rates or (100.0, 400.0)
+        return [custom_fanout(args.connections, args.rooms, rates)]
+    all_scenarios = default_scenarios(
+        args.quick,
+        step_seconds=_options(args).step_seconds,
+        ladder_start=args.ladder_start,
+        ladder_factor=args.ladder_factor,
+        ladder_top=args.ladder_top,
+        idle_connections=args.idle_connections,
+        scale=args.scale,
+        rates=args.rates,
+        fixed_rates=dict.fromkeys(("S1", "S2", "S3"), args.fixed_rate) if args.fixed_rate else None,
+    )
+    chosen = _selected(args.scenarios, list(all_scenarios), "scenarios")
+    scenarios = []
+    for key in chosen:
+        scenarios.append(all_scenarios[key])
+    return scenarios
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    quick = args.quick or bool(args.connections)
+    return RunOptions(
+        step_seconds=args.step_seconds or (1.0 if quick else 5.0),
+        warmup_seconds=args.warmup_seconds
+        if args.warmup_seconds is not None
+        else (1.0 if quick else 2.0),
+        drain_seconds=args.drain_seconds,
+        refine=args.refine if args.refine is not None else (0 if quick else 2),
+        retries=args.retries if args.retries is not None else (0 if quick else 1),
+        generators=args.generators,
+        payload_bytes=args.payload_bytes,
+        settle_seconds=1.0 if quick else 2.0,
+    )
+
+
+async def run_all(
+    args: argparse.Namespace, registry: ProcessRegistry, workdir: Path
+) -> dict[str, Any]:
+    from bench.report import machine_info
+
+    workers = args.workers or os.cpu_count() or 1
+    specs = system_specs(workers)
+    systems = _selected(args.systems, SYSTEM_ORDER, "systems")
+    systems = [s for s in SYSTEM_ORDER if s in systems]  # a fixed order, whatever was typed
+    if any(specs[s].kind == "channels" for s in systems):
+        redis_server_path()  # fail now, with the install hint, not after an hour
+    scenarios = _scenarios(args)
+    options = _options(args)
+    data: dict[str, Any] = {
+        "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "options": options.__dict__ | {"workers": workers},
+        "systems": {
+            key: {"label": specs[key].label, "workers": specs[key].workers} for key in systems
+        },
+        "scenarios": {s.key: {"scenario": s.describe(), "results": {}} for s in scenarios},
+    }
+    for key in systems:
+        spec = specs[key]
+        wanted = [
+            s for s in scenarios if key != "django-ws-w1" or s.key in FAN_OUT_EFFICIENCY_SCENARIOS
+        ]
+        if not wanted:
+            continue
+        log(f"== {spec.label}")
+        started = time.monotonic()
+        system = start_system(spec, registry, workdir)
+        log(f"   serving on {system.url} after {time.monotonic() - started:.1f}s")
+        data["systems"][key]["pids"] = system.worker_pids()
+        try:
+            for scenario in wanted:
+                log(f"  {scenario.key} {scenario.title}")
+                runner = ScenarioRunner(system, options, log)
+                try:
+                    result = await runner.run(scenario)
+                except (RuntimeError, TimeoutError) as exc:
+                    log(f"    error: {exc}")
+                    result = {"error": str(exc)[:500]}
+                data["scenarios"][scenario.key]["results"][key] = result
+                for process in system.processes:
+                    if not process.alive():
+                        raise RuntimeError(
+                            f"{process.name} died during {scenario.key}:\n{process.log()}"
+                        )
+        finally:
+            stop_system(system, registry)
+    if not args.no_broker and not args.connections:
+        from bench.broker_micro import run_broker_micro
+
+        log("== broker micro-benchmark")
+        publishes = args.broker_publishes or (10_000 if args.quick else 50_000)
+        data["broker"] = await run_broker_micro(
+            registry, workdir, publishes=publishes, rounds=2 if args.quick else 3, log=log
+        )
+    data["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    data["load_average_at_end"] = list(os.getloadavg())
+    return data
+
+
+def _print_and_save(data: dict[str, Any], output: Path, plot_dir: Path | None) -> None:
+    from bench.report import plot, table_lines
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(data, indent=1) + "\n")
+    print()
+    print("\n".join(table_lines(data)))
+    print(f"results: {output}")
+    try:
+        written = plot(data, plot_dir or output.with_suffix(""))
+    except ImportError as exc:
+        print(f"no plots: {exc}")
+        return
+    for path in written:
+        print(f"plot: {path}")
+
+
+def _install_signal_handlers() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt wherever the run is, so the ``finally``
+    that stops every process runs. Installed before ``asyncio.run``, this also keeps
+    asyncio from turning SIGINT into a task cancellation, which a ``wait_for`` finishing
+    at the same moment can swallow."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        data = json.loads(args.results.read_text())
+        from bench.report import plot, table_lines
+
+        print("\n".join(table_lines(data)))
+        if args.plot_dir:
+            for path in plot(data, args.plot_dir):
+                print(f"plot: {path}")
+        return
+
+    _install_signal_handlers()
+    registry = ProcessRegistry()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="django-ws-bench-"))
+    finished = False
+    try:
+        if args.command == "broker":
+            from bench.broker_micro import run_broker_micro
+            from bench.report import machine_info
+
+            result = asyncio.run(
+                run_broker_micro(
+                    registry,
+                    workdir,
+                    publishes=args.publishes,
+                    rounds=args.rounds,
+                    edges=args.edges,
+                    batch=args.batch,
+                    log=log,
+                )
+            )
+            data = {
+                "command": "python -m bench " + " ".join(sys.argv[1:]),
+                "machine": machine_info(),
+                "scenarios": {},
+                "broker": result,
+            }
+            _print_and_save(data, args.output or RESULTS_DIR / f"broker-{stamp}.json", None)
+        else:
+            ensure_node_modules()
+            data = asyncio.run(run_all(args, registry, workdir))
+            _print_and_save(data, args.output or RESULTS_DIR / f"{stamp}.json", args.plot_dir)
+        finished = True
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process the benchmark started", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        registry.stop_all()
+        kill_generators()
+        if finished and not getattr(args, "keep_logs", False):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"server logs: {workdir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

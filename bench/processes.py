@@ -1,0 +1,180 @@
+"""Processes the benchmark starts, and the promise that it stops every one of them.
+
+Each child gets its own process group (``start_new_session``), so stopping it reaches
+its workers too. Some children make grandchildren in sessions of their own (django-ws'
+embedded broker is one), so before stopping a child its whole process tree is noted and
+whatever of it survives the group signal is killed by pid. Every process is registered
+in a :class:`ProcessRegistry` the moment it starts; the command stops the registry in a
+``finally`` that also runs on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http_status(url: str, timeout: float = 1.0) -> int:
+    """The status of a GET, or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return 0
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own process group, with its output in a log file."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    cwd: Path
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    extra_pids: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+                env=self.env,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited early; the end of its log:\n{self.log()}")
+
+    def tree(self) -> list[psutil.Process]:
+        """This process, its descendants (in any session) and the extra pids given."""
+        found: list[psutil.Process] = []
+        for pid in [self.pid, *self.extra_pids] if self.popen else self.extra_pids:
+            try:
+                root = psutil.Process(pid)
+                found.append(root)
+                found.extend(root.children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the process group, then SIGKILL to whatever of the tree is left."""
+        if self.popen is None:
+            return
+        try:
+            tree = self.tree()
+        except psutil.Error:
+            tree = []
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(tree, timeout=3)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        if self.popen.poll() is None:
+            self.popen.wait(5)
+
+
+class ProcessRegistry:
+    """Every process the benchmark started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, process: ManagedProcess) -> ManagedProcess:
+        self.processes.append(process)  # registered first: stopped even if start fails
+        process.start()
+        return process
+
+    def stop(self, process: ManagedProcess) -> None:
+        process.stop()
+        if process in self.processes:
+            self.processes.remove(process)
+
+    def stop_all(self) -> None:
+        while self.processes:
+            process = self.processes.pop()
+            try:
+                process.stop()
+            except Exception as exc:  # keep stopping the others
+                pid = process.popen.pid if process.popen else None
+                print(f"could not stop {process.name} (pid {pid}): {exc}")
+
+
+def tree_usage(processes: list[psutil.Process]) -> tuple[float, int]:
+    """CPU seconds (user + system) and RSS bytes summed over ``processes``."""
+    cpu = 0.0
+    rss = 0
+    for process in processes:
+        try:
+            with process.oneshot():
+                times = process.cpu_times()
+                cpu += times.user + times.system
+                rss += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return cpu, rss

@@ -1,0 +1,444 @@
+"""What a run produced, for people: the machine, the table, the ratios, the plots.
+
+Everything here reads the results dict (also saved as JSON), so ``python -m bench
+report RESULTS.json`` reprints the table and redraws the plots of any earlier run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = [
+    "django-ws",
+    "Django",
+    "websockets",
+    "grpcio",
+    "protobuf",
+    "channels",
+    "channels-redis",
+    "redis",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "psutil",
+    "matplotlib",
+]
+
+TARGETS = {
+    "fanout_vs_channels": 10.0,
+    "s3_rate": 40000.0,
+    "echo_vs_channels": 3.0,
+    "rss_vs_channels": 0.5,
+    "rss_kib": 17.0,
+    "fanout_vs_bare": 0.5,
+}
+
+
+def _command_output(args: list[str]) -> str:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info() -> dict[str, Any]:
+    """The facts a reader needs to weigh the figures."""
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    ws_version = ""
+    ws_package = (
+        Path(__file__).resolve().parent / "loadgen" / "node_modules" / "ws" / "package.json"
+    )
+    if ws_package.exists():
+        import json
+
+        ws_version = json.loads(ws_package.read_text()).get("version", "")
+    redis = shutil.which("redis-server")
+    root = Path(__file__).resolve().parent.parent
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "node": _command_output(["node", "--version"]),
+        "npm_ws": ws_version,
+        "redis_server": _command_output([redis, "--version"]) if redis else None,
+        "load_average_at_start": list(os.getloadavg()),
+        "git_commit": _command_output(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+# Figures -----------------------------------------------------------------------------
+
+
+def _fmt_rate(value: float | None, at_least: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{'>=' if at_least else ''}{value:,.0f}"
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def best_channels(
+    results: dict[str, Any], metric: str, lower_is_better: bool = False
+) -> tuple[str | None, float | None]:
+    """The Channels layer with the best value of ``metric`` in one scenario's results."""
+    found: list[tuple[float, str]] = []
+    for key, result in results.items():
+        if not key.startswith("channels") or "error" in result:
+            continue
+        value = result.get(metric)
+        if value is not None:
+            found.append((value, key))
+    if not found:
+        return None, None
+    value, key = (min if lower_is_better else max)(found)
+    return key, value
+
+
+def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of the issue, each with the measured ratio and met / missed."""
+    scenarios = data.get("scenarios", {})
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, target: str, value: float | None, met: bool | None, detail: str) -> None:
+        rows.append(
+            {"target": name, "wanted": target, "measured": value, "met": met, "detail": detail}
+        )
+
+    for key in ("S1", "S2"):
+        results = scenarios.get(key, {}).get("results", {})
+        ours = results.get("django-ws", {})
+        layer, theirs = best_channels(results, "max_deliveries_per_s")
+        if ours.get("max_deliveries_per_s") and theirs:
+            ratio = ours["max_deliveries_per_s"] / theirs
+            row(
+                f"{key} deliveries/s vs best Channels",
+                f">= {TARGETS['fanout_vs_channels']:.0f}x",
+                round(ratio, 2),
+                ratio >= TARGETS["fanout_vs_channels"],
+                f"django-ws {_fmt_rate(ours['max_deliveries_per_s'], ours.get('at_least', False))} "
+                f"vs {layer} {_fmt_rate(theirs, results[layer].get('at_least', False))}",
+            )
+    s3 = scenarios.get("S3", {}).get("results", {}).get("django-ws")
+    if s3 and "error" not in s3:
+        rate = s3.get("max_deliveries_per_s", 0.0)
+        step = s3.get("max_step") or {}
+        row(
+            "S3 p99 < 100 ms at >= 40,000 deliveries/s",
+            ">= 40,000/s",
+            rate,
+            rate >= TARGETS["s3_rate"],
+            f"highest passing rate {_fmt_rate(rate, s3.get('at_least', False))}/s, "
+            f"p99 there {_fmt_ms((step.get('latency') or {}).get('p99_ms'))} ms; "
+            f"stopped by: {s3.get('limit')}",
+        )
+    results = scenarios.get("S4", {}).get("results", {})
+    ours = results.get("django-ws", {})
+    layer, theirs = best_channels(results, "round_trips_per_s")
+    if ours.get("round_trips_per_s") and theirs:
+        ratio = ours["round_trips_per_s"] / theirs
+        row(
+            "S4 echo round trips/s vs best Channels",
+            f">= {TARGETS['echo_vs_channels']:.0f}x",
+            round(ratio, 2),
+            ratio >= TARGETS["echo_vs_channels"],
+            f"django-ws {ours['round_trips_per_s']:,.0f}/s vs {layer} {theirs:,.0f}/s",
+        )
+    results = scenarios.get("S5", {}).get("results", {})
+    ours = results.get("django-ws", {})
+    layer, theirs = best_channels(results, "rss_per_connection_bytes", lower_is_better=True)
+    if ours.get("rss_per_connection_bytes") is not None:
+        kib = ours["rss_per_connection_bytes"] / 1024
+        row(
+            "S5 RSS per connection",
+            f"< {TARGETS['rss_kib']:.0f} KiB",
+            round(kib, 1),
+            kib < TARGETS["rss_kib"],
+            f"django-ws {kib:.1f} KiB",
+        )
+        if theirs:
+            ratio = ours["rss_per_connection_bytes"] / theirs
+            row(
+                "S5 RSS per connection vs best Channels",
+                f"<= {TARGETS['rss_vs_channels']}x",
+                round(ratio, 2),
+                ratio <= TARGETS["rss_vs_channels"],
+                f"django-ws {kib:.1f} KiB vs {layer} {theirs / 1024:.1f} KiB",
+            )
+    for key in ("S1", "S3"):
+        results = scenarios.get(key, {}).get("results", {})
+        ours, bare = results.get("django-ws-w1", {}), results.get("bare", {})
+        if ours.get("max_deliveries_per_s") and bare.get("max_deliveries_per_s"):
+            ratio = ours["max_deliveries_per_s"] / bare["max_deliveries_per_s"]
+            caveat = (
+                " (bare reached its ceiling: ratio is an upper bound)"
+                if bare.get("at_least")
+                else ""
+            )
+            row(
+                f"{key} fan-out efficiency, django-ws -w 1 vs bare websockets",
+                f">= {TARGETS['fanout_vs_bare']:.0%}",
+                round(ratio, 3),
+                ratio >= TARGETS["fanout_vs_bare"],
+                f"{_fmt_rate(ours['max_deliveries_per_s'], ours.get('at_least', False))} vs "
+                f"{_fmt_rate(bare['max_deliveries_per_s'], bare.get('at_least', False))}{caveat}",
+            )
+    broker = data.get("broker")
+    if broker and "ratio" in broker:
+        row(
+            "broker CPU per publish, 10,000 vs 10 members",
+            "within 20%",
+            round(broker["ratio"], 3),
+            abs(broker["ratio"] - 1) <= 0.2,
+            f"{broker['small']['cpu_us_per_publish']:.1f} vs "
+            f"{broker['big']['cpu_us_per_publish']:.1f} us per publish",
+        )
+    return rows
+
+
+def table_lines(data: dict[str, Any]) -> list[str]:
+    """Markdown tables: one per kind of scenario, then the targets."""
+    systems = data.get("systems", {})
+    lines: list[str] = []
+    scenarios = data.get("scenarios", {})
+    fanouts = [k for k, s in scenarios.items() if s["scenario"]["kind"] == "fanout"]
+    if fanouts:
+        lines += [
+            "| scenario | system | max deliveries/s (p99 < 100 ms, no loss) | server CPU there "
+            "| p50 / p99 ms at fixed rate | stopped by |",
+            "| --- | --- | ---: | ---: | ---: | --- |",
+        ]
+        for key in fanouts:
+            scenario = scenarios[key]
+            spec = scenario["scenario"]
+            for system, result in scenario["results"].items():
+                label = systems.get(system, {}).get("label", system)
+                if "error" in result:
+                    lines.append(f"| {key} | {label} | error | | | {result['error']} |")
+                    continue
+                fixed = result["fixed"]
+                fixed_text = (
+                    f"{_fmt_ms(fixed['latency']['p50_ms'])} / "
+                    f"{_fmt_ms(fixed['latency']['p99_ms'])}"
+                    + ("" if fixed["passed"] else " (failed)")
+                    + ("" if fixed["valid"] else " (invalid)")
+                )
+                step = result.get("max_step") or {}
+                cpu = f"{step['server_cpu_cores']:.2f} cores" if step else "-"
+                lines.append(
+                    f"| {key} {spec['title']} | {label} "
+                    f"| {_fmt_rate(result['max_deliveries_per_s'], result['at_least'])} | {cpu} "
+                    f"| {fixed_text} at {spec['fixed_rate']:,.0f}/s | {result['limit']} |"
+                )
+        lines.append("")
+    for key, scenario in scenarios.items():
+        spec = scenario["scenario"]
+        if spec["kind"] == "echo":
+            lines += [
+                f"{key} {spec['title']}:",
+                "",
+                "| system | round trips/s | p50 ms | p99 ms | server CPU | valid |",
+                "| --- | ---: | ---: | ---: | ---: | --- |",
+            ]
+            for system, result in scenario["results"].items():
+                label = systems.get(system, {}).get("label", system)
+                if "error" in result:
+                    lines.append(f"| {label} | error: {result['error']} | | | | |")
+                    continue
+                latency = result["latency"]
+                valid = "yes" if result["valid"] else "no"
+                lines.append(
+                    f"| {label} | {result['round_trips_per_s']:,.0f} "
+                    f"| {_fmt_ms(latency['p50_ms'])} | {_fmt_ms(latency['p99_ms'])} "
+                    f"| {result['server_cpu_cores']:.2f} cores | {valid} |"
+                )
+            lines.append("")
+        elif spec["kind"] == "idle":
+            lines += [
+                f"{key} {spec['title']}:",
+                "",
+                "| system | RSS before MiB | RSS after MiB | KiB per connection |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            for system, result in scenario["results"].items():
+                label = systems.get(system, {}).get("label", system)
+                if "error" in result:
+                    lines.append(f"| {label} | error: {result['error']} | | |")
+                    continue
+                lines.append(
+                    f"| {label} | {result['rss_before_bytes'] / 2**20:.1f} "
+                    f"| {result['rss_after_bytes'] / 2**20:.1f} "
+                    f"| {result['rss_per_connection_bytes'] / 1024:.1f} |"
+                )
+            lines.append("")
+    broker = data.get("broker")
+    if broker and "ratio" in broker:
+        lines += [
+            "Broker micro-benchmark (broker process CPU per publish, "
+            f"{broker['edges']} subscribed edge streams):",
+            "",
+            "| group | members | publishes | CPU us per publish | deliveries checked |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name in ("small", "big"):
+            part = broker[name]
+            lines.append(
+                f"| {part['group']} | {part['members']:,} | {part['publishes']:,} "
+                f"| {part['cpu_us_per_publish']:.1f} | {part['deliveries']:,} |"
+            )
+        lines.append("")
+    rows = summary(data)
+    if rows:
+        lines += [
+            "| target | wanted | measured | met | detail |",
+            "| --- | --- | ---: | --- | --- |",
+        ]
+        for row in rows:
+            met = "yes" if row["met"] else "NO"
+            lines.append(
+                f"| {row['target']} | {row['wanted']} | {row['measured']} | {met} "
+                f"| {row['detail']} |"
+            )
+        lines.append("")
+    return lines
+
+
+# Plots -------------------------------------------------------------------------------
+
+COLORS = {
+    "django-ws": "tab:blue",
+    "django-ws-w1": "tab:cyan",
+    "channels-core": "tab:red",
+    "channels-pubsub": "tab:orange",
+    "bare": "tab:gray",
+}
+
+
+def plot(data: dict[str, Any], directory: Path, prefix: str = "bench") -> list[Path]:
+    """One PNG per scenario: latency against load for fan-out, bars for echo and idle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    systems = data.get("systems", {})
+    written: list[Path] = []
+    machine = data.get("machine", {})
+    note = (
+        f"{machine.get('nproc')} cores ({machine.get('cpu_model', '')}), shared; "
+        f"Python {machine.get('python')}"
+    )
+    for key, scenario in data.get("scenarios", {}).items():
+        spec = scenario["scenario"]
+        results = {k: v for k, v in scenario["results"].items() if "error" not in v}
+        if not results:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 5))
+        if spec["kind"] == "fanout":
+            plotted = 0
+            for system, result in results.items():
+                steps = sorted(
+                    [result["fixed"], *result["ladder"]],
+                    key=lambda s: s["offered_deliveries_per_s"],
+                )
+                steps = [s for s in steps if s["latency"]["p99_ms"] is not None]
+                if not steps:
+                    continue
+                plotted += 1
+                label = systems.get(system, {}).get("label", system)
+                color = COLORS.get(system)
+                x = [s["offered_deliveries_per_s"] for s in steps]
+                ax.plot(
+                    x,
+                    [s["latency"]["p99_ms"] for s in steps],
+                    "-o",
+                    color=color,
+                    label=f"{label} p99",
+                    markersize=4,
+                )
+                ax.plot(
+                    x,
+                    [s["latency"]["p50_ms"] for s in steps],
+                    "--",
+                    color=color,
+                    alpha=0.6,
+                    label=f"{label} p50",
+                )
+                failed = [s for s in steps if not s["passed"]]
+                ax.plot(
+                    [s["offered_deliveries_per_s"] for s in failed],
+                    [s["latency"]["p99_ms"] for s in failed],
+                    "x",
+                    color=color,
+                    markersize=9,
+                    markeredgewidth=2,
+                )
+            if not plotted:
+                plt.close(fig)
+                continue
+            ax.axhline(100, color="black", linewidth=0.8, linestyle=":")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(
+                "offered load, deliveries/s (x: step failed: loss, p99 >= 100 ms or closes)"
+            )
+            ax.set_ylabel("delivery latency, ms")
+            ax.legend(fontsize=7, ncol=2)
+        elif spec["kind"] == "echo":
+            labels = [systems.get(s, {}).get("label", s) for s in results]
+            values = [r["round_trips_per_s"] for r in results.values()]
+            bars = ax.barh(labels, values, color=[COLORS.get(s, "tab:green") for s in results])
+            for bar, r in zip(bars, results.values(), strict=True):
+                ax.text(
+                    bar.get_width(),
+                    bar.get_y() + bar.get_height() / 2,
+                    f" {bar.get_width():,.0f}/s, p99 {_fmt_ms(r['latency']['p99_ms'])} ms",
+                    va="center",
+                    fontsize=8,
+                )
+            ax.set_xlabel("echo round trips per second (closed loop)")
+        else:
+            labels = [systems.get(s, {}).get("label", s) for s in results]
+            values = [r["rss_per_connection_bytes"] / 1024 for r in results.values()]
+            bars = ax.barh(labels, values, color=[COLORS.get(s, "tab:green") for s in results])
+            for bar in bars:
+                ax.text(
+                    bar.get_width(),
+                    bar.get_y() + bar.get_height() / 2,
+                    f" {bar.get_width():.1f} KiB",
+                    va="center",
+                    fontsize=8,
+                )
+            ax.axvline(TARGETS["rss_kib"], color="black", linewidth=0.8, linestyle=":")
+            ax.set_xlabel("server RSS per idle connection, KiB (all server processes)")
+        ax.set_title(f"{key}: {spec['title']}\n{note}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        path = directory / f"{prefix}-{key.lower()}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,436 @@
+"""The scenarios and how each is run against one system.
+
+S1-S3 are fan-out: clients in rooms, every message goes to every member of its room
+(sender included). The harness runs a warm-up, a step at a fixed rate common to all
+systems, then steps the rate up until a step fails: any delivery missing, p99 at or
+above the latency limit, a connection closed, or a generator saturated (then the
+result is invalid, not failed). S4 is a closed-loop echo, S5 idle connections.
+
+Rates are in deliveries per second (messages received by clients); the publish rate of
+a step is that divided by the room size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import psutil
+
+from bench.loadgen import LoadGenerators, chat_connections, echo_connections
+from bench.processes import tree_usage
+from bench.systems import RunningSystem
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    kind: str  # "fanout", "echo" or "idle"
+    connections: int
+    room_size: int = 1
+    fixed_rate: float = 0.0  # deliveries/s, fan-out only
+    ladder: tuple[float, ...] = ()  # deliveries/s, fan-out only
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How long and how hard: every field is a command-line flag."""
+
+    step_seconds: float = 5.0
+    warmup_seconds: float = 2.0
+    drain_seconds: float = 2.0
+    refine: int = 2
+    retries: int = 1
+    generators: int = 2
+    payload_bytes: int = 100
+    latency_limit_ms: float = 100.0
+    generator_cpu_limit: float = 0.9
+    settle_seconds: float = 2.0
+    pause_seconds: float = 0.3
+
+
+def geometric_ladder(start: float, factor: float, top: float) -> tuple[float, ...]:
+    """``start``, ``start*factor``, ... up to ``top``, rounded to 2 significant digits."""
+    rates: list[float] = []
+    rate = start
+    while rate <= top * 1.0001:
+        rates.append(_round2(rate))
+        rate *= factor
+    return tuple(rates)
+
+
+def _round2(rate: float) -> float:
+    if rate <= 0:
+        return rate
+    magnitude = 10 ** (math.floor(math.log10(rate)) - 1)
+    return float(round(rate / magnitude) * magnitude)
+
+
+MIN_PUBLISHES_PER_STEP = 10
+"""A fan-out step publishes at least this many messages, or the ladder skips its rate
+(in one room of 1,000, 250 deliveries/s would be one message every 4 seconds)."""
+
+
+def default_scenarios(
+    quick: bool,
+    *,
+    step_seconds: float,
+    ladder_start: float | None = None,
+    ladder_factor: float | None = None,
+    ladder_top: float | None = None,
+    idle_connections: int | None = None,
+    scale: float = 1.0,
+    fixed_rates: dict[str, float] | None = None,
+    rates: tuple[float, ...] | None = None,
+) -> dict[str, Scenario]:
+    """The five scenarios, sized for a 2-core machine (``scale`` multiplies the
+    connection counts on bigger ones; ``quick`` shrinks everything for a smoke run)."""
+    if quick:
+        start, factor, top = ladder_start or 250.0, ladder_factor or 4.0, ladder_top or 64000.0
+        conns, echo_conns, idle = 200, 50, idle_connections or 500
+    else:
+        start, factor, top = ladder_start or 250.0, ladder_factor or 2.0, ladder_top or 256000.0
+        conns, echo_conns, idle = 1000, 100, idle_connections or 2000
+    conns = int(conns * scale)
+    ladder = rates or geometric_ladder(start, factor, top)
+    fixed = {"S1": 500.0, "S2": 1000.0, "S3": 2000.0, **(fixed_rates or {})}
+
+    def fanout(key: str, title: str, room_size: int) -> Scenario:
+        lowest = room_size * MIN_PUBLISHES_PER_STEP / step_seconds
+        rates = tuple(rate for rate in ladder if rate >= lowest) or (ladder[-1],)
+        return Scenario(key, title, "fanout", conns, room_size, max(fixed[key], lowest), rates)
+
+    return {
+        "S1": fanout("S1", f"{conns} connections in rooms of 2", 2),
+        "S2": fanout("S2", f"{conns} connections in rooms of 20", 20),
+        "S3": fanout("S3", f"{conns} connections in one room", conns),
+        "S4": Scenario(
+            "S4", f"echo, {int(echo_conns * scale)} connections", "echo", int(echo_conns * scale)
+        ),
+        "S5": Scenario(
+            "S5",
+            f"{int(idle * scale)} idle connections in rooms of 20",
+            "idle",
+            int(idle * scale),
+            20,
+        ),
+    }
+
+
+def custom_fanout(connections: int, rooms: int, rates: tuple[float, ...]) -> Scenario:
+    """A fan-out scenario of the user's size (``--connections``/``--rooms``)."""
+    room_size = max(1, math.ceil(connections / rooms))
+    fixed = rates[0] if rates else 100.0
+    return Scenario(
+        "custom",
+        f"{connections} connections in {rooms} rooms",
+        "fanout",
+        connections,
+        room_size,
+        fixed,
+        rates,
+    )
+
+
+# Measuring ---------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU used during a step by the server, and by everything else on the machine.
+
+    The machine may be shared, so each step also records how many cores processes other
+    than the server, the generators and this harness kept busy: a step measured while
+    someone else was compiling says so in the results.
+    """
+
+    def __init__(self, server: list[psutil.Process], generator_pids: list[int]) -> None:
+        self.server = server
+        own = [psutil.Process()]
+        for pid in generator_pids:
+            try:
+                own.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+        self.own = own
+        self.server_before, _ = tree_usage(server)
+        self.own_before, _ = tree_usage(own)
+        self.machine_before = _machine_busy()
+        self.wall_before = time.monotonic()
+
+    def read(self) -> tuple[float, float]:
+        """Server cores and other processes' cores, averaged since the meter started."""
+        wall = max(1e-6, time.monotonic() - self.wall_before)
+        server = tree_usage(self.server)[0] - self.server_before
+        own = tree_usage(self.own)[0] - self.own_before
+        machine = _machine_busy() - self.machine_before
+        return server / wall, max(0.0, machine - server - own) / wall
+
+
+def _machine_busy() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+@dataclass
+class StepResult:
+    rate: float
+    outcome: dict[str, Any]
+    server_cpu_cores: float
+    passed: bool
+    valid: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offered_deliveries_per_s": self.rate,
+            "passed": self.passed,
+            "valid": self.valid,
+            "reasons": self.reasons,
+            "server_cpu_cores": round(self.server_cpu_cores, 3),
+            **self.outcome,
+        }
+
+
+class ScenarioRunner:
+    """Runs one scenario against one running system."""
+
+    def __init__(self, system: RunningSystem, options: RunOptions, log: Any) -> None:
+        self.system = system
+        self.options = options
+        self.log = log
+        self._step = 0
+
+    def _judge(self, rate: float, outcome: dict[str, Any], cpu: float) -> StepResult:
+        options = self.options
+        reasons: list[str] = []
+        valid = True
+        saturated = [c for c in outcome["generator_cpu"] if c > options.generator_cpu_limit]
+        if saturated:
+            valid = False
+            reasons.append(f"generator saturated ({max(saturated):.0%} of a core)")
+        planned = rate / max(1, self._room_size) * self._step_seconds
+        if outcome["sent"] + outcome["skipped"] < 0.95 * planned:
+            valid = False
+            reasons.append(f"generator sent {outcome['sent']} of {planned:.0f} planned")
+        p99 = outcome["latency"]["p99_ms"]
+        if outcome["missing"]:
+            reasons.append(f"{outcome['missing']} deliveries missing")
+        if outcome["closes"]:
+            reasons.append(f"connections closed: {outcome['closes']}")
+        if p99 is None or p99 >= options.latency_limit_ms:
+            reasons.append(f"p99 {p99} ms")
+        passed = valid and not reasons
+        return StepResult(rate, outcome, cpu, passed, valid, reasons)
+
+    async def _measured_step(self, gens: LoadGenerators, rate: float, seconds: float) -> StepResult:
+        self._step += 1
+        self._step_seconds = seconds
+        meter = CpuMeter(self.system.server_tree(), gens.pids())
+        outcome = await gens.fanout_step(
+            self._step,
+            rate / self._room_size,
+            seconds,
+            self.options.payload_bytes,
+            self.options.drain_seconds,
+        )
+        cores, others = meter.read()
+        outcome["other_processes_cpu_cores"] = round(others, 3)
+        result = self._judge(rate, outcome, cores)
+        latency = outcome["latency"]
+        self.log(
+            f"    {rate:>9,.0f} deliv/s offered  got {outcome['deliveries_per_s']:>9,.0f}/s  "
+            f"p50 {_ms(latency['p50_ms'])}  p99 {_ms(latency['p99_ms'])}  "
+            f"missing {outcome['missing']}  server {cores:.2f} cores  "
+            f"gen {max(outcome['generator_cpu']):.0%}  others {others:.1f}  "
+            f"{'pass' if result.passed else ('INVALID' if not result.valid else 'fail')}"
+            f"{'  (' + '; '.join(result.reasons) + ')' if result.reasons else ''}"
+        )
+        await asyncio.sleep(self.options.pause_seconds)
+        return result
+
+    async def _open(self, gens: LoadGenerators, conns: list[Any]) -> dict[str, Any]:
+        opened = await gens.open(self.system.url, conns)
+        self.log(
+            f"    {opened['ok']} connections open in {opened['seconds']:.1f}s"
+            + (f", {opened['failed']} failed: {opened['errors']}" if opened["failed"] else "")
+        )
+        return opened
+
+    async def fanout(self, scenario: Scenario) -> dict[str, Any]:
+        options = self.options
+        self._room_size = scenario.room_size
+        gens = await LoadGenerators.start(options.generators)
+        try:
+            opened = await self._open(
+                gens, chat_connections(scenario.connections, scenario.room_size)
+            )
+            if opened["failed"]:
+                return {"error": f"{opened['failed']} connections failed to open", "open": opened}
+            await gens.fanout_step(
+                0,
+                scenario.fixed_rate / scenario.room_size,
+                options.warmup_seconds,
+                options.payload_bytes,
+                options.drain_seconds,
+            )
+            fixed = await self._measured_step(gens, scenario.fixed_rate, options.step_seconds)
+            ladder: list[StepResult] = []
+            best: StepResult | None = fixed if fixed.passed else None
+            failed_at: StepResult | None = None
+            for rate in scenario.ladder:
+                result = await self._step_with_retries(gens, rate)
+                ladder.append(result)
+                if result.passed:
+                    if best is None or result.rate > best.rate:
+                        best = result
+                    continue
+                failed_at = result
+                break
+            if failed_at is not None and failed_at.valid and options.refine:
+                low = best.rate if best else 0.0
+                high = failed_at.rate
+                for _ in range(options.refine):
+                    if low <= 0:
+                        break
+                    middle = _round2(math.sqrt(low * high))
+                    if middle in (low, high):
+                        break
+                    result = await self._step_with_retries(gens, middle)
+                    ladder.append(result)
+                    if result.passed:
+                        if best is None or result.rate > best.rate:
+                            best = result
+                        low = middle
+                    else:
+                        high = middle
+                        if not result.valid:
+                            break
+            if failed_at is None:
+                limit = "top of the ladder reached"
+            elif not failed_at.valid:
+                limit = "load generator limit: " + "; ".join(failed_at.reasons)
+            else:
+                limit = "; ".join(failed_at.reasons)
+            return {
+                "open": opened,
+                "fixed": fixed.as_dict(),
+                "ladder": [step.as_dict() for step in sorted(ladder, key=lambda s: s.rate)],
+                "max_deliveries_per_s": best.rate if best else 0.0,
+                "max_achieved_deliveries_per_s": best.outcome["deliveries_per_s"] if best else 0.0,
+                "max_step": best.as_dict() if best else None,
+                "at_least": failed_at is None or not failed_at.valid,
+                "limit": limit,
+            }
+        finally:
+            await gens.stop()
+
+    async def _step_with_retries(self, gens: LoadGenerators, rate: float) -> StepResult:
+        result = await self._measured_step(gens, rate, self.options.step_seconds)
+        for _ in range(self.options.retries):
+            if result.passed or not result.valid:
+                break
+            self.log("    retrying the step once (the machine is shared)")
+            result = await self._measured_step(gens, rate, self.options.step_seconds)
+        return result
+
+    async def echo(self, scenario: Scenario) -> dict[str, Any]:
+        options = self.options
+        gens = await LoadGenerators.start(min(options.generators, scenario.connections))
+        try:
+            opened = await self._open(gens, echo_connections(scenario.connections))
+            if opened["failed"]:
+                return {"error": f"{opened['failed']} connections failed to open", "open": opened}
+            await gens.echo(options.warmup_seconds, options.payload_bytes)
+            meter = CpuMeter(self.system.server_tree(), gens.pids())
+            outcome = await gens.echo(options.step_seconds, options.payload_bytes)
+            cores, others = meter.read()
+            outcome["other_processes_cpu_cores"] = round(others, 3)
+            saturated = [c for c in outcome["generator_cpu"] if c > options.generator_cpu_limit]
+            outcome["valid"] = not saturated
+            outcome["reasons"] = (
+                [f"generator saturated ({max(saturated):.0%} of a core)"] if saturated else []
+            )
+            outcome["server_cpu_cores"] = round(cores, 3)
+            latency = outcome["latency"]
+            self.log(
+                f"    {outcome['round_trips_per_s']:>9,.0f} round trips/s  "
+                f"p50 {_ms(latency['p50_ms'])}  p99 {_ms(latency['p99_ms'])}  "
+                f"server {cores:.2f} cores  gen {max(outcome['generator_cpu']):.0%}  "
+                f"others {others:.1f}" + ("  INVALID" if saturated else "")
+            )
+            return {"open": opened, **outcome}
+        finally:
+            await gens.stop()
+
+    async def idle(self, scenario: Scenario) -> dict[str, Any]:
+        options = self.options
+        gens = await LoadGenerators.start(1)
+        try:
+            # Open and close a few first, so that code loaded lazily on the first
+            # connections is in the baseline, not in the per-connection figure.
+            await gens.open(self.system.url, chat_connections(40, scenario.room_size))
+            await gens.stop()
+            await asyncio.sleep(options.settle_seconds)
+            _, before = tree_usage(self.system.server_tree())
+            gens = await LoadGenerators.start(1)
+            opened = await self._open(
+                gens, chat_connections(scenario.connections, scenario.room_size)
+            )
+            after = await self._settled_rss(options.settle_seconds)
+            per_conn = (after - before) / max(1, opened["ok"])
+            by_process = {}
+            for process in self.system.server_tree():
+                try:
+                    by_process[f"{process.pid} {' '.join(process.cmdline()[:4])[-60:]}"] = (
+                        process.memory_info().rss
+                    )
+                except Exception:
+                    continue
+            self.log(
+                f"    RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB: "
+                f"{per_conn / 1024:.1f} KiB per connection"
+            )
+            return {
+                "open": opened,
+                "rss_before_bytes": before,
+                "rss_after_bytes": after,
+                "rss_per_connection_bytes": per_conn,
+                "rss_by_process_after": by_process,
+                "valid": opened["failed"] == 0,
+            }
+        finally:
+            await gens.stop()
+
+    async def _settled_rss(self, settle: float) -> int:
+        """RSS once it stops growing (the server may still be finishing handshakes)."""
+        await asyncio.sleep(settle)
+        _, last = tree_usage(self.system.server_tree())
+        for _ in range(10):
+            await asyncio.sleep(0.5)
+            _, now = tree_usage(self.system.server_tree())
+            if abs(now - last) < 0.002 * last:
+                return now
+            last = now
+        return last
+
+    async def run(self, scenario: Scenario) -> dict[str, Any]:
+        if scenario.kind == "fanout":
+            return await self.fanout(scenario)
+        if scenario.kind == "echo":
+            return await self.echo(scenario)
+        return await self.idle(scenario)
+
+
+def with_connections(scenario: Scenario, connections: int) -> Scenario:
+    return replace(scenario, connections=connections)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:7.1f} ms" if value is not None else "      - ms"

@@ -1,0 +1,263 @@
+"""The servers under test, each started on free ports and waited on until it serves.
+
+* ``django-ws``: ``manage.py websockets_server -w N`` of ``bench/apps/djws_project``, with
+  its embedded broker on a unix socket in the run's temporary folder; ready when
+  ``/readyz`` answers 200 (every worker listening with its broker link up).
+* ``channels-core`` / ``channels-pubsub``: ``bench/apps/channels_project`` under
+  ``uvicorn --workers N`` with channels_redis' ``RedisChannelLayer`` or
+  ``RedisPubSubChannelLayer``, on a ``redis-server`` of its own; ready when every worker
+  has run the ASGI lifespan startup and the port accepts.
+* ``bare``: ``bench/apps/bare_ws.py``, one process, no Django, no broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from bench.processes import (
+    ManagedProcess,
+    ProcessRegistry,
+    free_port,
+    http_status,
+    port_open,
+    wait_until,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+APPS = BENCH_DIR / "apps"
+
+REDIS_MISSING = (
+    "redis-server is not on PATH. The Channels reference needs it: on Debian or Ubuntu "
+    "`sudo apt-get update && sudo apt-get install -y --no-install-recommends redis-server` "
+    "(the daemon need not run: the benchmark starts its own on a free port), or leave "
+    "Channels out with --systems django-ws,bare."
+)
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """One server configuration the scenarios run against."""
+
+    key: str
+    kind: str  # "django-ws", "channels" or "bare"
+    workers: int
+    layer: str = ""  # "core" or "pubsub" for Channels
+
+    @property
+    def label(self) -> str:
+        if self.kind == "django-ws":
+            return f"django-ws -w {self.workers}"
+        if self.kind == "channels":
+            name = {"core": "RedisChannelLayer", "pubsub": "RedisPubSubChannelLayer"}[self.layer]
+            return f"Channels {name} x{self.workers}"
+        return "bare websockets x1"
+
+
+def system_specs(workers: int) -> dict[str, SystemSpec]:
+    """Every system the command knows, by the key ``--systems`` takes."""
+    return {
+        "django-ws": SystemSpec("django-ws", "django-ws", workers),
+        "django-ws-w1": SystemSpec("django-ws-w1", "django-ws", 1),
+        "channels-core": SystemSpec("channels-core", "channels", workers, "core"),
+        "channels-pubsub": SystemSpec("channels-pubsub", "channels", workers, "pubsub"),
+        "bare": SystemSpec("bare", "bare", 1),
+    }
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    # The server processes must not write .pyc files or profiles into the checkout.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class RunningSystem:
+    """A started system: where to connect and which processes to account for."""
+
+    spec: SystemSpec
+    url: str
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def server_tree(self) -> list[psutil.Process]:
+        """Every process serving this system (workers, broker, supervisor, redis)."""
+        tree: list[psutil.Process] = []
+        for process in self.processes:
+            tree.extend(process.tree())
+        return tree
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.server_tree()]
+
+
+def redis_server_path() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RuntimeError(REDIS_MISSING)
+    return path
+
+
+def start_redis(registry: ProcessRegistry, workdir: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    process = registry.start(
+        ManagedProcess(
+            name="redis-server",
+            args=[
+                redis_server_path(),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--dir",
+                str(workdir),
+                "--logfile",
+                "",
+                "--daemonize",
+                "no",
+            ],
+            log_path=workdir / f"redis-{port}.log",
+            cwd=workdir,
+            env=dict(os.environ),
+        )
+    )
+
+    def ready() -> bool:
+        process.check_alive()
+        return port_open("127.0.0.1", port)
+
+    wait_until(ready, 15, f"redis-server on port {port}")
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def _ready_file_count(path: Path) -> int:
+    try:
+        return len([line for line in path.read_text().splitlines() if line.strip()])
+    except FileNotFoundError:
+        return 0
+
+
+def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> RunningSystem:
+    """Start ``spec`` and return once it serves; its processes are in ``registry``."""
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    tag = f"{spec.key}-{port}"
+    if spec.kind == "django-ws":
+        health = free_port()
+        process = registry.start(
+            ManagedProcess(
+                name=spec.label,
+                args=[
+                    sys.executable,
+                    "manage.py",
+                    "websockets_server",
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "-w",
+                    str(spec.workers),
+                    "--health",
+                    f"127.0.0.1:{health}",
+                    "--grace",
+                    "2",
+                ],
+                log_path=workdir / f"{tag}.log",
+                cwd=APPS / "djws_project",
+                env=python_env(
+                    DJANGO_SETTINGS_MODULE="djws_bench.settings",
+                    BENCH_BROKER=f"unix:{workdir / f'broker-{port}.sock'}",
+                    DJANGO_WS_LOG_LEVEL="WARNING",
+                ),
+            )
+        )
+
+        def ready() -> bool:
+            process.check_alive()
+            return http_status(f"http://127.0.0.1:{health}/readyz") == 200
+
+        wait_until(ready, 60, f"{spec.label} /readyz")
+        return RunningSystem(spec, url, [process])
+
+    if spec.kind == "channels":
+        redis, redis_url = start_redis(registry, workdir)
+        ready_file = workdir / f"{tag}.ready"
+        process = registry.start(
+            ManagedProcess(
+                name=spec.label,
+                args=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "channels_bench.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(spec.workers),
+                    "--lifespan",
+                    "on",
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                log_path=workdir / f"{tag}.log",
+                cwd=APPS / "channels_project",
+                env=python_env(
+                    DJANGO_SETTINGS_MODULE="channels_bench.settings",
+                    BENCH_CHANNEL_LAYER=spec.layer,
+                    BENCH_REDIS_URL=redis_url,
+                    BENCH_READY_FILE=str(ready_file),
+                ),
+            )
+        )
+
+        def channels_ready() -> bool:
+            process.check_alive()
+            return _ready_file_count(ready_file) >= spec.workers and port_open("127.0.0.1", port)
+
+        wait_until(channels_ready, 60, f"{spec.label} workers")
+        return RunningSystem(spec, url, [process, redis])
+
+    ready_file = workdir / f"{tag}.ready"
+    process = registry.start(
+        ManagedProcess(
+            name=spec.label,
+            args=[
+                sys.executable,
+                str(APPS / "bare_ws.py"),
+                "127.0.0.1",
+                str(port),
+                str(ready_file),
+            ],
+            log_path=workdir / f"{tag}.log",
+            cwd=workdir,
+            env=python_env(),
+        )
+    )
+
+    def bare_ready() -> bool:
+        process.check_alive()
+        return _ready_file_count(ready_file) >= 1
+
+    wait_until(bare_ready, 30, spec.label)
+    return RunningSystem(spec, url, [process])
+
+
+def stop_system(system: RunningSystem, registry: ProcessRegistry) -> None:
+    for process in system.processes:
+        registry.stop(process)
