@@ -1,0 +1,103 @@
+"""The benchmark harness works end to end, on a tiny scenario.
+
+Runs ``python -m bench run`` with 20 connections in 2 rooms for 2-second steps against
+django-ws and the bare websockets reference, and against Channels too when redis-server
+and the bench extra are installed. It checks the harness (servers started and stopped,
+every delivery counted, results written), not performance.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+MISSING = [name for name in ("psutil", "matplotlib") if importlib.util.find_spec(name) is None]
+NO_NODE = shutil.which("node") is None or shutil.which("npm") is None
+CHANNELS = (
+    shutil.which("redis-server") is not None
+    and importlib.util.find_spec("channels") is not None
+    and importlib.util.find_spec("channels_redis") is not None
+    and importlib.util.find_spec("uvicorn") is not None
+)
+
+
+@pytest.mark.skipif(NO_NODE, reason="the load generator needs node and npm")
+@pytest.mark.skipif(bool(MISSING), reason=f"the bench extra is not installed: {MISSING}")
+def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
+    systems = ["django-ws", "bare"] + (["channels-pubsub"] if CHANNELS else [])
+    output = tmp_path / "results.json"
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--connections",
+            "20",
+            "--rooms",
+            "2",
+            "--systems",
+            ",".join(systems),
+            "--workers",
+            "2",
+            "--rates",
+            "100",
+            "--step-seconds",
+            "2",
+            "--warmup-seconds",
+            "0.5",
+            "--drain-seconds",
+            "2",
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    data = json.loads(output.read_text())
+    results = data["scenarios"]["custom"]["results"]
+    assert set(results) == set(systems)
+    for system, result in results.items():
+        assert "error" not in result, (system, result)
+        fixed = result["fixed"]
+        # 100 deliveries/s in rooms of 10 for 2 s: about 20 messages, 200 deliveries.
+        assert fixed["expected"] >= 150, (system, fixed)
+        assert fixed["received"] == fixed["expected"], (system, fixed)
+        assert fixed["missing"] == 0 and fixed["duplicates"] == 0, (system, fixed)
+        assert fixed["latency"]["p99_ms"] is not None, (system, fixed)
+        assert fixed["server_cpu_cores"] >= 0
+    assert (tmp_path / "results" / "bench-custom.png").exists()
+    # Every server process the run started (workers, broker, uvicorn, redis) is gone.
+    import psutil
+
+    for system in systems:
+        pids = data["systems"][system]["pids"]
+        assert pids, system
+        left = [pid for pid in pids if psutil.pid_exists(pid) and _not_zombie(pid)]
+        assert not left, (system, left)
+
+
+def _not_zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
