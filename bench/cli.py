@@ -136,6 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, help="results JSON path (default bench/results/<time>.json)"
     )
     run.add_argument(
+        "--profile-rate",
+        type=float,
+        help="record py-spy profiles of the server processes during fan-out steps offered at "
+        "this rate (deliveries/s); needs py-spy",
+    )
+    run.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=BENCH_DIR / "results" / "profiles",
+        help="where profiles and their summaries go (default bench/results/profiles)",
+    )
+    run.add_argument(
         "--keep-logs",
         action="store_true",
         help="keep the servers' logs (always kept when the run fails)",
@@ -203,6 +215,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
         generators=args.generators,
         payload_bytes=args.payload_bytes,
         settle_seconds=1.0 if quick else 2.0,
+        profile_rate=args.profile_rate,
+        profile_dir=args.profile_dir,
     )
 
 
@@ -223,7 +237,11 @@ async def run_all(
         "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
-        "options": options.__dict__ | {"workers": workers},
+        "options": {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in options.__dict__.items()
+        }
+        | {"workers": workers},
         "systems": {
             key: {"label": specs[key].label, "workers": specs[key].workers} for key in systems
         },

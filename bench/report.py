@@ -84,6 +84,22 @@ def machine_info() -> dict[str, Any]:
         "redis_server": _command_output([redis, "--version"]) if redis else None,
         "load_average_at_start": list(os.getloadavg()),
         "git_commit": _command_output(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]),
+        # Server code changed since that commit (the figures are of the working tree).
+        "server_code_modified": bool(
+            _command_output(
+                [
+                    "git",
+                    "-C",
+                    str(root),
+                    "status",
+                    "--porcelain",
+                    "--",
+                    "django_ws_client",
+                    "services",
+                    "proto",
+                ]
+            )
+        ),
     }
 
 

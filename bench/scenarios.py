@@ -16,6 +16,7 @@ import asyncio
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -54,6 +55,8 @@ class RunOptions:
     generator_cpu_limit: float = 0.9
     settle_seconds: float = 2.0
     pause_seconds: float = 0.3
+    profile_rate: float | None = None
+    profile_dir: Path | None = None
 
 
 def geometric_ladder(start: float, factor: float, top: float) -> tuple[float, ...]:
@@ -232,6 +235,7 @@ class ScenarioRunner:
     async def _measured_step(self, gens: LoadGenerators, rate: float, seconds: float) -> StepResult:
         self._step += 1
         self._step_seconds = seconds
+        profile = self._start_profile(rate, seconds)
         meter = CpuMeter(self.system.server_tree(), gens.pids())
         outcome = await gens.fanout_step(
             self._step,
@@ -242,7 +246,13 @@ class ScenarioRunner:
         )
         cores, others = meter.read()
         outcome["other_processes_cpu_cores"] = round(others, 3)
+        if profile is not None:
+            outcome["profiles"] = [str(path) for path in await profile]
         result = self._judge(rate, outcome, cores)
+        if profile is not None:
+            # py-spy takes CPU from the server it samples: the timings are not comparable.
+            result.valid = result.passed = False
+            result.reasons.append("profiled step (py-spy running)")
         latency = outcome["latency"]
         self.log(
             f"    {rate:>9,.0f} deliv/s offered  got {outcome['deliveries_per_s']:>9,.0f}/s  "
@@ -255,6 +265,23 @@ class ScenarioRunner:
         await asyncio.sleep(self.options.pause_seconds)
         return result
 
+    def _start_profile(self, rate: float, seconds: float) -> asyncio.Task[list[Path]] | None:
+        """Profile the server during this step when its rate is the one asked for."""
+        options = self.options
+        if options.profile_rate is None or rate != options.profile_rate:
+            return None
+        from bench.profiling import record
+
+        directory = options.profile_dir or Path("bench/results/profiles")
+        directory.mkdir(parents=True, exist_ok=True)
+        tag = f"{self.system.spec.key}-{self._scenario_key}-{rate:.0f}"
+
+        async def later() -> list[Path]:
+            await asyncio.sleep(min(1.0, seconds / 4))  # past the step's first moments
+            return await record(self.system.server_tree(), seconds * 0.7, directory, tag)
+
+        return asyncio.get_running_loop().create_task(later())
+
     async def _open(self, gens: LoadGenerators, conns: list[Any]) -> dict[str, Any]:
         opened = await gens.open(self.system.url, conns)
         self.log(
@@ -266,6 +293,7 @@ class ScenarioRunner:
     async def fanout(self, scenario: Scenario) -> dict[str, Any]:
         options = self.options
         self._room_size = scenario.room_size
+        self._scenario_key = scenario.key
         gens = await LoadGenerators.start(options.generators)
         try:
             opened = await self._open(
