@@ -127,6 +127,13 @@ async def test_broker_killed_and_restarted_recovers_its_groups_without_reconnect
             members[group].append(ws)
     sender, _ = await join(f"{cluster.edges[0].ws_url}/ws/group/sender/")
     received: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    refusals: list[tuple[float, str]] = []
+
+    async def watch_sender() -> None:
+        while True:
+            message = json.loads(await sender.recv())
+            if "error" in message:
+                refusals.append((time.monotonic(), message["detail"]))
 
     async def collect(group: str, index: int, ws: ClientConnection) -> None:
         log = received.setdefault((group, index), [])
@@ -139,6 +146,7 @@ async def test_broker_killed_and_restarted_recovers_its_groups_without_reconnect
         for g, wss in members.items()
         for i, ws in enumerate(wss)
     ]
+    collectors.append(asyncio.create_task(watch_sender()))
     sent: dict[str, list[int]] = {g: [] for g in all_groups}
     stop_sending = asyncio.Event()
 
@@ -157,6 +165,13 @@ async def test_broker_killed_and_restarted_recovers_its_groups_without_reconnect
     killed_at = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(5)
+    # Edges turn unready while a broker they need is gone.
+    await asyncio.to_thread(
+        wait_until,
+        lambda: all(e.readyz()[0] == 503 for e in cluster.edges),
+        5,
+        "edges to report unready",
+    )
     restarted = await asyncio.to_thread(cluster.start_broker, 1, 3, 0, "broker-1-restarted")
     restarted_at = time.monotonic()
 
@@ -188,6 +203,16 @@ async def test_broker_killed_and_restarted_recovers_its_groups_without_reconnect
         f"delivery gap for its groups: max {max(outages):.2f}s, min {min(outages):.2f}s"
     )
     assert max(outages) < 5.0
+    # Meanwhile group_send to its groups failed at once with the documented error.
+    assert refusals and all(
+        "broker 1" in detail and "unavailable" in detail for _, detail in refusals
+    )
+    print(
+        f"{len(refusals)} sends to broker 1's groups failed fast with BrokerUnavailable during the outage"
+    )
+    await asyncio.to_thread(
+        wait_until, lambda: all(e.readyz()[0] == 200 for e in cluster.edges), 5, "edges ready again"
+    )
     # Groups of the other brokers lost nothing while broker 1 was away.
     for ordinal in (0, 2):
         for group in groups[ordinal]:

@@ -252,6 +252,14 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
 
     def broker(self, listen: str | None = None, *extra: str, name: str = "broker") -> Broker:
+        broker = self.broker_unchecked(listen, *extra, name=name)
+        broker.wait_ready()
+        return broker
+
+    def broker_unchecked(
+        self, listen: str | None = None, *extra: str, name: str = "broker"
+    ) -> Broker:
+        """Start a broker without waiting for it over plaintext gRPC (TLS brokers)."""
         listen = listen or f"127.0.0.1:{free_port()}"
         broker = Broker(
             args=[sys.executable, "-m", "django_ws_broker", "--listen", listen, *extra],
@@ -262,7 +270,6 @@ class Stack:
         )
         broker.start()
         self.processes.append(broker)
-        broker.wait_ready()
         return broker
 
     def edge(self, *, wait: bool = True, **kwargs: object) -> EdgeServer:

@@ -44,6 +44,10 @@ elif os.environ.get("TEST_BROKER"):
     _config["address"] = os.environ["TEST_BROKER"]
 if os.environ.get("TEST_SHARDS"):
     _config["shards"] = int(os.environ["TEST_SHARDS"])
+if os.environ.get("TEST_TLS_CA"):
+    _config["tls"] = {"ca": os.environ["TEST_TLS_CA"]}
+    if os.environ.get("TEST_TLS_CERT"):
+        _config["tls"].update(cert=os.environ["TEST_TLS_CERT"], key=os.environ["TEST_TLS_KEY"])
 if os.environ.get("TEST_CAPACITY"):
     _config["capacity"] = int(os.environ["TEST_CAPACITY"])
 _config["connect_timeout"] = float(os.environ.get("TEST_CONNECT_TIMEOUT", "5"))

@@ -1,0 +1,78 @@
+"""gRPC between edges, Django processes and brokers over TLS, and mutual TLS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from support.certs import CertificateAuthority
+from support.clients import join
+from support.processes import Stack, free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def probe(address: str, credentials: grpc.ChannelCredentials) -> grpc.StatusCode | str:
+    with grpc.secure_channel(address, credentials) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=3
+            )
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[attr-defined, no-any-return]
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def test_mutual_tls_between_edge_and_broker(stack: Stack, tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path)
+    server = ca.issue("broker", server=True)
+    client = ca.issue("edge", server=False)
+    address = f"127.0.0.1:{free_port()}"
+    # Broker readiness is checked over TLS below, not by the plaintext helper.
+    broker_args = (
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--tls-client-ca",
+        str(ca.path),
+    )
+    broker = stack.broker_unchecked(address, *broker_args)
+    trusted = grpc.ssl_channel_credentials(
+        ca.path.read_bytes(), client.key.read_bytes(), client.cert.read_bytes()
+    )
+    from support.processes import wait_until
+
+    wait_until(lambda: probe(address, trusted) == "SERVING", 20, "the TLS broker")
+
+    # A client that presents no certificate, or one from another CA, is refused.
+    no_cert = grpc.ssl_channel_credentials(ca.path.read_bytes())
+    assert probe(address, no_cert) == grpc.StatusCode.UNAVAILABLE
+    stranger_ca = CertificateAuthority(tmp_path, name="other CA")
+    stranger = stranger_ca.issue("stranger", server=False)
+    foreign = grpc.ssl_channel_credentials(
+        ca.path.read_bytes(), stranger.key.read_bytes(), stranger.cert.read_bytes()
+    )
+    assert probe(address, foreign) == grpc.StatusCode.UNAVAILABLE
+    # Plaintext is refused too.
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+
+    edge = stack.edge(
+        workers=1,
+        broker=address,
+        env={
+            "TEST_TLS_CA": str(ca.path),
+            "TEST_TLS_CERT": str(client.cert),
+            "TEST_TLS_KEY": str(client.key),
+        },
+    )
+    ws, _ = await join(f"{edge.ws_url}/ws/group/secure/")
+    await ws.send(json.dumps({"text": "over mutual TLS"}))
+    assert json.loads(await ws.recv())["text"] == "over mutual TLS"
+    await ws.close()
+    assert broker.alive()
