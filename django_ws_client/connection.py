@@ -19,7 +19,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanKind
+
 from django_ws_client.exceptions import StopConsumer
+from django_ws_client.tracing import span
 
 if TYPE_CHECKING:
     from django_ws_client.transport.base import ChannelLayer
@@ -146,10 +149,16 @@ class ConnectionPort(ABC):
                         self.expiry,
                     )
                     continue
-                is_connect = event_type_of(event) == "websocket.connect"
-                is_disconnect = event_type_of(event) == "websocket.disconnect"
+                event_type = event_type_of(event)
+                is_connect = event_type == "websocket.connect"
+                is_disconnect = event_type == "websocket.disconnect"
+                is_receive = event_type == "websocket.receive"
                 try:
-                    await consumer.dispatch(event)
+                    if is_receive:
+                        with span("django_ws receive", SpanKind.SERVER, channel=self.channel_name):
+                            await consumer.dispatch(event)
+                    else:
+                        await consumer.dispatch(event)
                 except StopConsumer:
                     if not self.decided:
                         await self.close()

@@ -1,20 +1,24 @@
-"""OpenTelemetry glue: spans around consumer work and trace context on the wire.
+"""OpenTelemetry in the Django-facing processes: is tracing on, and the tracer.
 
-Off by default, so the hot path pays one attribute read. It turns on when a tracer
-provider is configured by the application (``opentelemetry.trace.set_tracer_provider``),
-or through ``WEBSOCKET_TRACING = True``, or the standard ``OTEL_TRACES_EXPORTER``
-environment variable set to anything but ``none``.
+Off by default, so the hot path pays one attribute read. It is on when the application
+installed an SDK tracer provider, when ``WEBSOCKET_TRACING = True`` (the standard OTEL_*
+variables then choose the exporter; console by default), or when
+``OTEL_TRACES_EXPORTER`` names an exporter. Context crosses processes in each message's
+``trace`` map (:mod:`django_ws_proto.tracing`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-TRACER_NAME = "django_ws"
+from django_ws_proto import tracing as wire_tracing
 
 
 class _Switch:
@@ -27,8 +31,10 @@ def tracing_enabled() -> bool:
     if _Switch.enabled is None:
         from django.conf import settings
 
-        exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none").lower()
-        _Switch.enabled = bool(getattr(settings, "WEBSOCKET_TRACING", False)) or exporter != "none"
+        wanted = bool(getattr(settings, "WEBSOCKET_TRACING", False))
+        if wanted and wire_tracing.exporter_from_environment() == "none":
+            os.environ.setdefault("OTEL_TRACES_EXPORTER", "console")
+        _Switch.enabled = wire_tracing.configure_provider("django-ws-edge")
     return _Switch.enabled
 
 
@@ -38,17 +44,19 @@ def set_tracing(enabled: bool) -> None:
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return wire_tracing.tracer()
+
+
+def span(name: str, kind: SpanKind, **attributes: Any) -> AbstractContextManager[Any]:
+    """A current span named ``name`` while tracing is on; a no-op context otherwise."""
+    if not tracing_enabled():
+        return contextlib.nullcontext()
+    return tracer().start_as_current_span(
+        name, kind=kind, attributes=wire_tracing.span_attributes(**attributes)
+    )
 
 
 def inject_trace(carrier: MutableMapping[str, str]) -> None:
-    """Put the current trace context into a publish's ``trace`` map."""
+    """Put the current trace context into a publish's ``trace`` map (when tracing)."""
     if tracing_enabled():
-        propagate.inject(carrier)
-
-
-def extract_trace(carrier: Any) -> Any:
-    """The context carried by a delivery's ``trace`` map (None when empty)."""
-    if not carrier:
-        return None
-    return propagate.extract(dict(carrier))
+        wire_tracing.inject(carrier)

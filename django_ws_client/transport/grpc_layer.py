@@ -12,9 +12,10 @@ import time
 from typing import Any
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from django_ws_client.exceptions import BrokerRefused, BrokerUnavailable
-from django_ws_client.tracing import inject_trace
+from django_ws_client.tracing import inject_trace, span
 from django_ws_client.transport.base import ChannelLayer, channel_of
 from django_ws_client.transport.channels import SyncChannelPool
 from django_ws_client.transport.config import TransportConfig, parse_config
@@ -39,7 +40,11 @@ class GRPCTransportLayer(ChannelLayer):
 
     async def _publish(self, ordinal: int, publish: broker_pb2.Publish) -> None:
         request = broker_pb2.PublishRequest(publish=[publish], shards=self.ring.shards)
-        future = self._stub(ordinal).Publish.future(request, timeout=self.config.timeout)
+        # The trace context also rides in the call's metadata, for gRPC-aware tooling.
+        metadata = tuple(publish.trace.items()) or None
+        future = self._stub(ordinal).Publish.future(
+            request, timeout=self.config.timeout, metadata=metadata
+        )
         loop = asyncio.get_running_loop()
         result: asyncio.Future[broker_pb2.PublishReply] = loop.create_future()
 
@@ -86,8 +91,9 @@ class GRPCTransportLayer(ChannelLayer):
 
     async def group_send(self, group: str, message: Any) -> None:
         require_group_name(group)
-        publish = self._make_publish(group=group, event=message)
-        await self._publish(self.ring.owner(group), publish)
+        with span("django_ws group_send", SpanKind.PRODUCER, group=group):
+            publish = self._make_publish(group=group, event=message)
+            await self._publish(self.ring.owner(group), publish)
 
     async def send(self, channel: str, message: Any) -> None:
         channel = channel_of(channel)

@@ -3,12 +3,10 @@ on metrics the services really export."""
 
 from __future__ import annotations
 
-import json
 import runpy
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,10 +16,9 @@ pytest.importorskip("yaml", reason=DEPLOY_EXTRA)
 pytest.importorskip("grafana_foundation_sdk", reason=DEPLOY_EXTRA)
 
 import yaml
-from grafana_foundation_sdk.cog import plugins
 from grafana_foundation_sdk.models import dashboard as dashboard_model
-from grafana_foundation_sdk.models import prometheus as prometheus_model
 
+from deploy.dashboards import DASHBOARDS, all_queries, load, panels, queries
 from deploy.manifests import CHART
 from deploy.promql import (
     as_promql,
@@ -31,36 +28,6 @@ from deploy.promql import (
     metric_names,
 )
 
-DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
-
-
-def load(path: Path) -> dashboard_model.Dashboard:
-    plugins.register_default_plugins()
-    return dashboard_model.Dashboard.from_json(json.loads(path.read_text()))
-
-
-def panels(board: dashboard_model.Dashboard) -> list[Any]:
-    found = []
-    for panel in board.panels or []:
-        found.append(panel)
-        found.extend(getattr(panel, "panels", None) or [])  # panels inside collapsed rows
-    return [p for p in found if isinstance(p, dashboard_model.Panel)]
-
-
-def queries(board: dashboard_model.Dashboard) -> list[str]:
-    found = []
-    for panel in panels(board):
-        for target in panel.targets or []:
-            assert isinstance(target, prometheus_model.Dataquery), (
-                f"{panel.title}: not a Prometheus query"
-            )
-            found.append(target.expr)
-    return found
-
-
-def all_queries() -> list[tuple[str, str]]:
-    return [(path.name, expr) for path in DASHBOARDS for expr in queries(load(path))]
-
 
 def test_the_chart_ships_two_dashboards() -> None:
     assert [p.name for p in DASHBOARDS] == ["broker.json", "edge.json"]
@@ -68,8 +35,11 @@ def test_the_chart_ships_two_dashboards() -> None:
 
 def test_dashboards_are_up_to_date_with_their_generator() -> None:
     generator = runpy.run_path(str(CHART / "dashboards" / "generate.py"))
-    stale = [name for name, make in generator["DASHBOARDS"].items()
-             if generator["render"](make) != (CHART / "dashboards" / name).read_text()]
+    stale = [
+        name
+        for name, make in generator["DASHBOARDS"].items()
+        if generator["render"](make) != (CHART / "dashboards" / name).read_text()
+    ]
     assert not stale, f"run helm/django-ws/dashboards/generate.py: {stale} out of date"
 
 
@@ -79,8 +49,9 @@ def test_dashboard_loads_as_a_grafana_model(path: Path) -> None:
     assert board.uid and board.title
     graphs = panels(board)
     assert graphs, "no panels"
-    ids = [p.id_val for p in graphs] + [p.id_val for p in board.panels or []
-                                         if not isinstance(p, dashboard_model.Panel)]
+    ids = [p.id_val for p in graphs] + [
+        p.id_val for p in board.panels or [] if not isinstance(p, dashboard_model.Panel)
+    ]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     for panel in graphs:
         assert panel.datasource is not None and panel.datasource.uid == "${datasource}", (
@@ -117,22 +88,29 @@ def test_queries_use_only_metrics_the_services_export() -> None:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.99, sum by (le, pod) (rate(django_ws_edge_x_bucket'
-            '{namespace=~"$namespace", code!="1000"}[$__rate_interval]))) / on(pod) '
-            'group_left() max without (edge) (django_ws_broker_y) offset 5m')
+    expr = (
+        "histogram_quantile(0.99, sum by (le, pod) (rate(django_ws_edge_x_bucket"
+        '{namespace=~"$namespace", code!="1000"}[$__rate_interval]))) / on(pod) '
+        "group_left() max without (edge) (django_ws_broker_y) offset 5m"
+    )
     assert metric_names(expr) == {"django_ws_edge_x_bucket", "django_ws_broker_y"}
 
 
 def test_promtool_accepts_every_query(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus); "
-                    "metric names were still checked against metrics.py")
-    rules = [{"record": f"django_ws:dashboard_query_{i}", "expr": as_promql(expr)}
-             for i, (_, expr) in enumerate(all_queries())]
+        pytest.skip(
+            "promtool is not installed (Debian: apt-get install prometheus); "
+            "metric names were still checked against metrics.py"
+        )
+    rules = [
+        {"record": f"django_ws:dashboard_query_{i}", "expr": as_promql(expr)}
+        for i, (_, expr) in enumerate(all_queries())
+    ]
     path = tmp_path / "dashboards.rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     print(result.stdout.strip())

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, start_http_server
 from django_ws_broker.metrics import ShardCollector
 from django_ws_broker.servicer import BrokerServicer
 from django_ws_broker.shard import DEFAULT_MAX_GROUPS_PER_EDGE, DEFAULT_QUEUE_SIZE, ShardState
+from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.v1 import broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
@@ -50,6 +51,7 @@ class BrokerOptions:
     drain_seconds: float = 0.0
     grace_seconds: float = 10.0
     tls: TLSFiles | None = None
+    tracing: bool | None = None  # None: from the OTEL_* environment variables
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -102,7 +104,10 @@ class Broker:
             max_groups_per_edge=options.max_groups_per_edge,
             topology_epoch=options.topology_epoch,
         )
-        self.servicer = BrokerServicer(self.shard)
+        tracing = options.tracing
+        if tracing is None:
+            tracing = wire_tracing.configure_provider("django-ws-broker")
+        self.servicer = BrokerServicer(self.shard, tracing=tracing)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=server_options(options.max_message_bytes))
         broker_pb2_grpc.add_BrokerServicer_to_server(self.servicer, self.server)

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from django_ws_broker.shard import EdgeStream, ShardState
+from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
@@ -21,8 +23,9 @@ MAX_BATCH = 512
 class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     """Serves Attach streams from edges and unary publishes from other processes."""
 
-    def __init__(self, shard: ShardState) -> None:
+    def __init__(self, shard: ShardState, *, tracing: bool = False) -> None:
         self.shard = shard
+        self.tracing = tracing
         self.boot_id = uuid.uuid4().hex
         self._streams: dict[EdgeStream, grpc.aio.ServicerContext] = {}
         self.draining = False
@@ -63,10 +66,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         edge = self.shard.attach(hello.edge_id)
         self._streams[edge] = context
         logger.info("edge %s attached", hello.edge_id)
-        await context.write(self._welcome())
-        writer = asyncio.create_task(self._write_loop(edge, context))
+        writer: asyncio.Task[None] | None = None
         try:
+            # Apply the hello's subscriptions before welcoming: once the edge sees the
+            # welcome its groups are in place, so nothing published after it is missed.
             self._apply(edge, first)
+            await context.write(self._welcome())
+            writer = asyncio.create_task(self._write_loop(edge, context))
             async for frame in iterator:
                 self._apply(edge, frame)
                 if writer.done():
@@ -74,7 +80,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
         finally:
-            writer.cancel()
+            if writer is not None:
+                writer.cancel()
             self._streams.pop(edge, None)
             self.shard.detach(edge)
             logger.info("edge %s detached", hello.edge_id)
@@ -87,7 +94,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if reason is not None:
                 refusals.append(broker_pb2.Refusal(group=group, reason=reason))
         for publish in frame.publish:
-            reason = shard.publish(publish)
+            reason = self._publish(publish)
             if reason is not None:
                 refusals.append(
                     broker_pb2.Refusal(group=publish.group, channel=publish.channel, reason=reason)
@@ -96,6 +103,27 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             shard.unsubscribe(edge, group)
         if refusals or frame.sync:
             edge.offer_control(broker_pb2.BrokerFrame(refusals=refusals, synced=frame.sync))
+
+    def _publish(self, publish: broker_pb2.Publish) -> str | None:
+        if not (self.tracing and publish.trace):
+            return self.shard.publish(publish)
+        with wire_tracing.tracer().start_as_current_span(
+            "django_ws broker.publish",
+            context=wire_tracing.extract(publish.trace),
+            kind=SpanKind.CONSUMER,
+            attributes=wire_tracing.span_attributes(
+                group=publish.group or None,
+                channel=publish.channel or None,
+                ordinal=self.shard.ordinal,
+                edges=len(self.shard.groups.get(publish.group, ())) if publish.group else None,
+            ),
+        ) as span:
+            # The deliveries carry the broker's span as their parent.
+            wire_tracing.inject(publish.trace)
+            reason = self.shard.publish(publish)
+            if reason:
+                span.set_attribute("django_ws.refused", reason)
+            return reason
 
     async def _write_loop(self, edge: EdgeStream, context: grpc.aio.ServicerContext) -> None:
         queue = edge.queue
@@ -126,7 +154,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         reply = broker_pb2.PublishReply()
         accepted = 0
         for publish in request.publish:
-            reason = self.shard.publish(publish)
+            reason = self._publish(publish)
             if reason is None:
                 accepted += 1
             else:

@@ -21,8 +21,11 @@ MAX_REQUEST_BYTES = 8192
 
 
 class ProbeServer:
-    def __init__(self, readiness: Callable[[], tuple[bool, dict[str, object]]]) -> None:
+    def __init__(
+        self, readiness: Callable[[], tuple[bool, dict[str, object]]], metrics_dir: str
+    ) -> None:
         self.readiness = readiness
+        self.metrics_dir = metrics_dir
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -40,7 +43,7 @@ class ProbeServer:
 
     def _metrics(self) -> bytes:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
         return generate_latest(registry)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -16,15 +16,18 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanKind
+
 from django_ws_client.connection import CloseCode
 from django_ws_client.exceptions import BrokerUnavailable, ChannelFull
-from django_ws_client.tracing import inject_trace
+from django_ws_client.tracing import inject_trace, span, tracer, tracing_enabled
 from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge import metrics
 from django_ws_edge.group_index import GroupIndex
 from django_ws_edge.links import BrokerLink, LinkHandlers
 from django_ws_proto import codec
+from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.names import channel_home, require_group_name
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
@@ -149,9 +152,10 @@ class EdgeChannelLayer(ChannelLayer):
         publish = broker_pb2.Publish(
             group=group, event=self.encode_event(message), sent_at=time.time()
         )
-        inject_trace(publish.trace)
         metrics.GROUP_SENDS.inc()
-        await self._link_for(group).publish(publish)
+        with span("django_ws group_send", SpanKind.PRODUCER, group=group):
+            inject_trace(publish.trace)
+            await self._link_for(group).publish(publish)
 
     async def send(self, channel: str, message: Any) -> None:
         name = channel_of(channel)
@@ -271,6 +275,19 @@ class EdgeChannelLayer(ChannelLayer):
                 "undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc
             )
             return
+        if delivery.trace and tracing_enabled():
+            # One span per receiving worker, in the sender's trace.
+            tracer().start_span(
+                "django_ws deliver",
+                context=wire_tracing.extract(delivery.trace),
+                kind=SpanKind.CONSUMER,
+                attributes=wire_tracing.span_attributes(
+                    group=delivery.group or None,
+                    channel=delivery.channel or None,
+                    members=len(tuple(self.index.members(delivery.group))) if delivery.group else 1,
+                    edge=self.edge_id,
+                ),
+            ).end()
         if delivery.group:
             members = self.index.members(delivery.group)
             if not members:

@@ -171,7 +171,7 @@ class Supervisor:
                 loop.add_signal_handler(signum, stop.set)
             if options.health_bind:
                 health = parse_bind(options.health_bind)
-                self.probes = ProbeServer(self.readiness)
+                self.probes = ProbeServer(self.readiness, self.metrics_dir)
                 await self.probes.start(health.host, health.port)
                 logger.info("probes and metrics on http://%s:%d/", health.host, self.probes.port)
             for slot in self.slots:

@@ -17,12 +17,14 @@ import socket
 import sys
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from django_ws_client.exceptions import DenyConnection, HandshakeRejected
+from django_ws_client.tracing import span, tracing_enabled
 from django_ws_client.transport import layer_config, use_layer
 from django_ws_edge import metrics
 from django_ws_edge.connection import EdgeConnection, receive_event
@@ -77,6 +79,13 @@ class Worker:
                 "connection limit of %d reached: answering 503", self.options.max_connections
             )
             return self._respond(websocket, 503)
+        with span("django_ws connect", SpanKind.SERVER, path=request.path) as current:
+            response = await self._handshake(websocket, request)
+            if current is not None:
+                current.set_attribute("http.status_code", response.status_code if response else 101)
+            return response
+
+    async def _handshake(self, websocket: ServerConnection, request: Request) -> Response | None:
         scope = build_scope(websocket, request)
         port = EdgeConnection(websocket, self.layer, self.capacity)
         websocket.django_ws_port = port  # type: ignore[attr-defined]
@@ -193,12 +202,14 @@ class Worker:
             return socket.socket(fileno=self.options.inherited_fd)
         return tcp_socket(parse_bind(self.options.bind), listen=True)
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (by default: until SIGTERM or SIGINT), then drain."""
         options = self.options
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        if stop is None:
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
         self.layer.start()
         sock = self._listening_socket()
         self.server = await serve(
@@ -250,6 +261,7 @@ async def _main(options: WorkerOptions) -> None:
     from django_ws_client.conf import middleware_paths
     from django_ws_client.middlewares.base import build_stack
 
+    tracing_enabled()  # installs the tracer provider before any traffic when tracing is on
     layer = EdgeChannelLayer(layer_config(options.alias))
     app = build_stack(middleware_paths())
     with use_layer(layer, options.alias):
