@@ -130,6 +130,10 @@ class ConnectionPort(ABC):
         """Drive ``consumer`` from ``websocket.connect`` to ``websocket.disconnect``."""
         self._inbox.appendleft((math.inf, {"type": "websocket.connect"}))
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        # Named after the consumer, so the loop watchdog (and asyncio's debug mode) can
+        # say which consumer blocked the loop.
+        task_name = f"{type(consumer).__qualname__} on {self.channel_name}"
         try:
             while True:
                 if not self._inbox:
@@ -150,6 +154,8 @@ class ConnectionPort(ABC):
                     )
                     continue
                 event_type = event_type_of(event)
+                if task is not None:
+                    task.set_name(f"{task_name} handling {event_type!r}")
                 is_connect = event_type == "websocket.connect"
                 is_disconnect = event_type == "websocket.disconnect"
                 is_receive = event_type == "websocket.receive"

@@ -42,6 +42,14 @@ QUEUE_DROPPED = Counter(
     "django_ws_edge_receive_queue_dropped",
     "Events dropped because a new_channel() receive queue was full.",
 )
+LOOP_BLOCKED = Counter(
+    "django_ws_edge_loop_blocked",
+    "Times a handler blocked the worker's event loop past the warning threshold.",
+)
+RATE_LIMITED = Counter(
+    "django_ws_edge_rate_limited",
+    "Connections closed (1008) for sending more messages than the rate limit allows.",
+)
 PUBLISH_LOST = Counter(
     "django_ws_edge_publish_lost", "Publishes accepted locally but lost with a broker link."
 )

@@ -22,6 +22,18 @@ DEFAULT_GRACE_SECONDS = 25.0
 DEFAULT_MAX_CONNECTIONS = 10_000
 """Connections one worker holds before answering new handshakes with HTTP 503."""
 
+DEFAULT_BLOCKED_LOOP_WARNING = 0.5
+"""Seconds a handler may hold the event loop before a warning names it."""
+
+DEFAULT_MAX_HEADER_LINE = 8192
+"""Longest request line or header line of a handshake (longer: HTTP 414 or 431)."""
+
+DEFAULT_MAX_HEADERS = 128
+"""Most headers in a handshake (more: HTTP 431)."""
+
+DEFAULT_MAX_WRITE_BUFFER = 4 * 1024 * 1024
+"""Unsent bytes one connection may hold before it is cut off (above any one message)."""
+
 
 @dataclass(frozen=True)
 class WorkerOptions:
@@ -40,6 +52,13 @@ class WorkerOptions:
     write_limit: int = 64 * 1024
     compression: bool = False
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    rate_limit: float | None = None
+    rate_burst: float = 20.0
+    blocked_loop_warning: float = DEFAULT_BLOCKED_LOOP_WARNING
+    max_header_line: int = DEFAULT_MAX_HEADER_LINE
+    max_headers: int = DEFAULT_MAX_HEADERS
+    socket_send_buffer: int | None = None
+    max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -77,4 +96,17 @@ def worker_options_from_settings(bind: str, alias: str, grace_seconds: float) ->
         write_limit=int(server_option("WRITE_LIMIT", 64 * 1024)),
         compression=bool(server_option("COMPRESSION", False)),
         grace_seconds=grace_seconds,
+        rate_limit=server_option("RATE_LIMIT", None),
+        rate_burst=float(server_option("RATE_BURST", 20.0)),
+        blocked_loop_warning=float(
+            server_option("BLOCKED_LOOP_WARNING", DEFAULT_BLOCKED_LOOP_WARNING)
+        ),
+        max_header_line=int(server_option("MAX_HEADER_LINE", DEFAULT_MAX_HEADER_LINE)),
+        max_headers=int(server_option("MAX_HEADERS", DEFAULT_MAX_HEADERS)),
+        socket_send_buffer=_optional_int(server_option("SOCKET_SEND_BUFFER", None)),
+        max_write_buffer=int(server_option("MAX_WRITE_BUFFER", DEFAULT_MAX_WRITE_BUFFER)),
     )
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]

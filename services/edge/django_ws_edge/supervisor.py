@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from django_ws_edge.embedded import EmbeddedBroker, ensure_brokers
+from django_ws_client.transport.config import TransportConfig
+from django_ws_edge.embedded import BrokerNotFound, EmbeddedBroker, ensure_brokers
 from django_ws_edge.health import ProbeServer
 from django_ws_edge.options import ServerOptions, WorkerOptions, worker_options_from_settings
 from django_ws_edge.sockets import parse_bind, tcp_socket, unix_socket
@@ -77,6 +78,9 @@ class Supervisor:
         options = WorkerOptions(**{**options.__dict__, "status_fd": write_fd})
         env = dict(os.environ)
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        # websockets reads its HTTP parsing limits from the environment at import.
+        env["WEBSOCKETS_MAX_LINE_LENGTH"] = str(options.max_header_line)
+        env["WEBSOCKETS_MAX_NUM_HEADERS"] = str(options.max_headers)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         slot.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -128,6 +132,29 @@ class Supervisor:
                 return
             await self._spawn(slot)
 
+    async def _watch_broker(self, broker: EmbeddedBroker, config: TransportConfig) -> None:
+        """Restart the embedded broker if it dies: workers keep their members and
+        subscribe again when their links reconnect, so clients see no interruption
+        beyond the messages sent while it was down."""
+        failures = 0
+        while not self.stopping:
+            await asyncio.sleep(0.2)
+            process = broker.process
+            if process is None or process.poll() is None or self.stopping:
+                continue
+            failures += 1
+            logger.error(
+                "the embedded broker (pid %d) died with code %s; restarting it",
+                process.pid,
+                process.returncode,
+            )
+            try:
+                await broker.start(config)
+                failures = 0
+            except BrokerNotFound as exc:
+                logger.error("%s; retrying", exc)
+                await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.5 * 2**failures))
+
     def _mark_dead(self, pid: int) -> None:
         try:
             from prometheus_client import multiprocess
@@ -177,6 +204,8 @@ class Supervisor:
             for slot in self.slots:
                 await self._spawn(slot)
             watchers = [loop.create_task(self._watch(slot)) for slot in self.slots]
+            if self.broker is not None:
+                watchers.append(loop.create_task(self._watch_broker(self.broker, config)))
             logger.info("serving websockets on %s with %d workers", self.bind, len(self.slots))
             await stop.wait()
             await self._shutdown(watchers)

@@ -23,15 +23,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from django_ws_client.connection import CloseCode
 from django_ws_client.exceptions import DenyConnection, HandshakeRejected
 from django_ws_client.tracing import span, tracing_enabled
 from django_ws_client.transport import layer_config, use_layer
 from django_ws_edge import metrics
 from django_ws_edge.connection import EdgeConnection, receive_event
+from django_ws_edge.guarded import guarded_connection_class
+from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handshake
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.options import WorkerOptions
 from django_ws_edge.scope import build_scope
 from django_ws_edge.sockets import parse_bind, tcp_socket
+from django_ws_edge.watchdog import LoopWatchdog
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -54,6 +58,7 @@ class Worker:
         self.server: Server | None = None
         self.draining = False
         self.active = 0
+        self.bad_request_log = SourceLogLimiter()
         self._status_file = (
             os.fdopen(options.status_fd, "w", buffering=1) if options.status_fd else None
         )
@@ -86,6 +91,26 @@ class Worker:
             return response
 
     async def _handshake(self, websocket: ServerConnection, request: Request) -> Response | None:
+        invalid = invalid_handshake(request)
+        if invalid is not None:
+            metrics.HANDSHAKES_REJECTED.labels(str(invalid.status_code)).inc()
+            source = str(websocket.remote_address[0]) if websocket.remote_address else "unix"
+            if self.bad_request_log.allow(source):
+                logger.warning(
+                    "answered %d to a request from %s that is not a websocket handshake: %s",
+                    invalid.status_code,
+                    source,
+                    invalid.body.decode(errors="replace").strip().splitlines()[0],
+                )
+            return invalid
+        if self.options.socket_send_buffer:
+            # A small kernel buffer makes a client that stops reading block our sends
+            # (and be closed as too slow) after kilobytes instead of megabytes.
+            sock = websocket.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, self.options.socket_send_buffer
+                )
         scope = build_scope(websocket, request)
         port = EdgeConnection(websocket, self.layer, self.capacity)
         websocket.django_ws_port = port  # type: ignore[attr-defined]
@@ -151,9 +176,18 @@ class Worker:
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECTIONS_OPEN.inc()
         port.opened.set_result(None)
+        limiter = (
+            TokenBucket(self.options.rate_limit, self.options.rate_burst)
+            if self.options.rate_limit
+            else None
+        )
         try:
             async for message in websocket:
                 metrics.MESSAGES_RECEIVED.inc()
+                if limiter is not None and not limiter.allow():
+                    metrics.RATE_LIMITED.inc()
+                    await websocket.close(CloseCode.POLICY, "rate limit exceeded")
+                    break
                 event = receive_event(message)
                 if not port.deliver(event, expires=False):
                     await port.wait_for_room()
@@ -226,8 +260,11 @@ class Worker:
             max_size=options.max_message_bytes,
             write_limit=options.write_limit,
             server_header="django-ws",
+            create_connection=guarded_connection_class(options.max_write_buffer),
         )
         self.report(listening=True, ready=False, edge_id=self.layer.edge_id)
+        watchdog = LoopWatchdog(loop, options.blocked_loop_warning)
+        watchdog.start()
         watcher = loop.create_task(self._watch_readiness(stop))
         logger.info("worker %d serving %s as %s", os.getpid(), options.bind, self.layer.edge_id)
         await stop.wait()
@@ -242,6 +279,7 @@ class Worker:
                 "connections still open after %.0fs; exiting anyway", options.grace_seconds
             )
         watcher.cancel()
+        watchdog.stop()
         await self.layer.close()
 
 

@@ -1,8 +1,10 @@
 """Consumers the end-to-end tests drive. Each reports what the tests need to observe:
 its worker's pid, its channel name, and (in a file) every disconnect it ran."""
 
+import asyncio
 import json
 import os
+import time
 
 from django_ws_client.consumers import AsyncWebsocketConsumer, BaseConsumer
 from django_ws_client.exceptions import BrokerUnavailable
@@ -82,3 +84,35 @@ class RejectingConsumer(BaseConsumer):
 class EchoConsumer(BaseConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         await self.send(text_data=json.dumps({"echo": text_data, "pid": os.getpid()}))
+
+
+class FaultyConsumer(AsyncWebsocketConsumer):
+    """Misbehaves where the URL says: in a group handler, in disconnect, by blocking the
+    event loop, or by never deciding the handshake."""
+
+    async def connect(self):
+        self.where = self.scope["url_route"]["kwargs"]["where"]
+        if self.where == "never_accept":
+            try:
+                await asyncio.Event().wait()
+            finally:
+                record("connect cancelled")
+        await self.channel_layer.group_add("faulty", self.channel_name)
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.where == "handler":
+            await self.channel_layer.group_send("faulty", {"type": "boom"})
+        elif self.where == "block":
+            time.sleep(float(text_data))  # noqa: ASYNC251 (blocks the loop on purpose)
+            await self.send(text_data="unblocked")
+        else:
+            await self.send(text_data=text_data)
+
+    async def boom(self, event):
+        raise RuntimeError("boom from a group handler")
+
+    async def disconnect(self, code):
+        record(f"disconnect faulty {self.where} {code}")
+        if self.where == "disconnect":
+            raise RuntimeError("boom from disconnect")

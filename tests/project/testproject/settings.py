@@ -59,3 +59,17 @@ WEBSOCKET_SERVER = {
     "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
     "GRACE_SECONDS": float(os.environ.get("TEST_GRACE_SECONDS", "5")),
 }
+# Limits the robustness tests tighten; each is a WEBSOCKET_SERVER key of the same name.
+for _key in (
+    "MAX_MESSAGE_BYTES",
+    "MAX_HEADER_LINE",
+    "MAX_HEADERS",
+    "RATE_LIMIT",
+    "RATE_BURST",
+    "SOCKET_SEND_BUFFER",
+    "BLOCKED_LOOP_WARNING",
+    "MAX_CONNECTIONS",
+    "CLOSE_TIMEOUT",
+):
+    if os.environ.get(f"TEST_{_key}"):
+        WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
