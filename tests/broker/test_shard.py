@@ -19,7 +19,7 @@ def publish(group: str, text: str = "hi") -> broker_pb2.Publish:
 def drain(edge) -> list[broker_pb2.Delivery]:
     items = []
     while not edge.queue.empty():
-        items.append(edge.queue.get_nowait())
+        items.append(edge.take_nowait()[0])
     return items
 
 
@@ -137,3 +137,77 @@ def test_reshard_releases_groups_no_longer_owned() -> None:
     assert "not the owner" in (leaving.subscribe(edge, owned) or "")
     with pytest.raises(ValueError, match="at least 1"):
         leaving.reshard(0)
+
+
+def test_queue_is_bounded_in_bytes_as_well_as_in_count() -> None:
+    shard = ShardState(queue_size=1000, queue_bytes=10_000)
+    stalled, healthy = shard.attach("ws.stalled"), shard.attach("ws.healthy")
+    shard.subscribe(stalled, "g")
+    shard.subscribe(healthy, "g")
+    big = broker_pb2.Publish(
+        group="g", event=broker_pb2.Event(type="m", kind=codec.DICT, body=b"{}" + b" " * 3000)
+    )
+    for _ in range(10):
+        shard.publish(big)
+        drain(healthy)
+    # About 3 KB each: three fit under 10,000 bytes, the other seven are dropped.
+    assert stalled.queue.qsize() == 3 and stalled.queued_bytes <= 10_000
+    assert shard.counters.dropped_queue_full == 7 and healthy.queued_bytes == 0
+    assert len(drain(stalled)) == 3 and stalled.queued_bytes == 0
+    # A single event larger than the whole bound still goes through an empty queue.
+    huge = broker_pb2.Publish(
+        group="g", event=broker_pb2.Event(type="m", kind=codec.DICT, body=b"{}" + b" " * 20_000)
+    )
+    shard.publish(huge)
+    assert stalled.queue.qsize() == 1 and stalled.queued_bytes > 20_000
+    shard.publish(huge)
+    assert stalled.queue.qsize() == 1 and stalled.dropped_total == 8
+
+
+def test_control_frames_past_the_headroom_are_dropped_and_counted() -> None:
+    shard = ShardState(queue_size=2)
+    edge = shard.attach("ws.a")
+    accepted = sum(
+        shard.offer_control(edge, broker_pb2.BrokerFrame(synced=n + 1)) for n in range(1500)
+    )
+    assert accepted == 1002  # the delivery bound plus the control headroom
+    assert shard.counters.dropped_control == 498 and edge.queued_bytes > 0
+    drain(edge)
+    assert edge.queued_bytes == 0
+
+
+def test_a_replaced_stream_cannot_plant_subscriptions() -> None:
+    shard = ShardState()
+    old = shard.attach("ws.a")
+    new = shard.attach("ws.a")
+    reason = shard.subscribe(old, "g")
+    assert reason is not None and "replaced" in reason
+    assert "g" not in shard.groups and shard.subscription_count() == 0
+    shard.detach(old)  # the old stream ending later leaves the new one alone
+    assert shard.edges["ws.a"] is new and shard.subscribe(new, "g") is None
+
+
+def test_edge_ids_follow_the_channel_name_rule() -> None:
+    from django_ws_broker.shard import edge_id_error
+
+    assert edge_id_error("ws.0123abcd") is None
+    for bad in ("", "x" * 101, "ws!1", "ws a", "ws\n", "é"):
+        error = edge_id_error(bad)
+        assert error is not None and "an edge id must be 1 to 100 characters" in error
+    assert len(edge_id_error("x" * 10_000) or "") < 400  # the echo is cut short
+
+
+def test_an_event_too_large_to_forward_is_refused_naming_the_limit() -> None:
+    shard = ShardState(max_delivery_bytes=1000)
+    edge = shard.attach("ws.a")
+    shard.subscribe(edge, "g")
+    body = b"{}" + b" " * 2000
+    for big in (
+        broker_pb2.Publish(group="g", event=broker_pb2.Event(type="m", kind=codec.DICT, body=body)),
+        broker_pb2.Publish(group="nobody", event=broker_pb2.Event(type="m", body=body)),
+        broker_pb2.Publish(channel="ws.a!1", event=broker_pb2.Event(type="m", body=body)),
+    ):
+        reason = shard.publish(big) or ""
+        assert reason.startswith("event too large") and "over the 1000 bytes" in reason
+    assert drain(edge) == [] and shard.counters.refused == 3 and shard.counters.published == 0
+    assert shard.publish(publish("g")) is None and len(drain(edge)) == 1

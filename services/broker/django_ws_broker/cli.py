@@ -12,8 +12,13 @@ import socket
 import sys
 from pathlib import Path
 
-from django_ws_broker.server import BrokerOptions, TLSFiles, serve
-from django_ws_broker.shard import DEFAULT_MAX_GROUPS_PER_EDGE, DEFAULT_QUEUE_SIZE
+from django_ws_broker.server import DEFAULT_MAX_MESSAGE_BYTES, BrokerOptions, TLSFiles, serve
+from django_ws_broker.servicer import DEFAULT_HELLO_TIMEOUT
+from django_ws_broker.shard import (
+    DEFAULT_MAX_GROUPS_PER_EDGE,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_SIZE,
+)
 
 _ORDINAL_RE = re.compile(r"-(\d+)$")
 
@@ -62,10 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"deliveries queued per edge stream before drops (default {DEFAULT_QUEUE_SIZE})",
     )
     parser.add_argument(
+        "--queue-bytes",
+        type=int,
+        default=DEFAULT_QUEUE_BYTES,
+        help="bytes of deliveries queued per edge stream before drops "
+        f"(default {DEFAULT_QUEUE_BYTES})",
+    )
+    parser.add_argument(
         "--max-groups-per-edge",
         type=int,
         default=DEFAULT_MAX_GROUPS_PER_EDGE,
         help=f"groups one edge stream may subscribe to (default {DEFAULT_MAX_GROUPS_PER_EDGE})",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help=f"largest gRPC message received or sent (default {DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    parser.add_argument(
+        "--hello-timeout",
+        type=float,
+        default=DEFAULT_HELLO_TIMEOUT,
+        help="seconds an Attach stream may take to send its hello "
+        f"(default {DEFAULT_HELLO_TIMEOUT:g})",
     )
     parser.add_argument(
         "--metrics",
@@ -120,7 +145,10 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
         ordinal=ordinal,
         shards=shards,
         queue_size=args.queue_size,
+        queue_bytes=args.queue_bytes,
         max_groups_per_edge=args.max_groups_per_edge,
+        max_message_bytes=args.max_message_bytes,
+        hello_timeout=args.hello_timeout,
         topology_epoch=args.topology_epoch,
         metrics_address=args.metrics,
         drain_seconds=args.drain_seconds,

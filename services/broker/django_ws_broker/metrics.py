@@ -74,6 +74,8 @@ class ShardCollector(Collector):
         )
         dropped.add_metric([*ordinal, "edge_queue_full"], counters.dropped_queue_full)
         dropped.add_metric([*ordinal, "no_such_channel"], counters.dropped_no_channel)
+        # Refusals and barrier answers that did not fit an edge stream's control headroom.
+        dropped.add_metric([*ordinal, "control_queue_full"], counters.dropped_control)
         yield dropped
         depth = GaugeMetricFamily(
             "django_ws_broker_queue_depth",

@@ -14,8 +14,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY, start_http_server
 
 from django_ws_broker.metrics import ShardCollector
-from django_ws_broker.servicer import BrokerServicer
-from django_ws_broker.shard import DEFAULT_MAX_GROUPS_PER_EDGE, DEFAULT_QUEUE_SIZE, ShardState
+from django_ws_broker.servicer import DEFAULT_HELLO_TIMEOUT, BrokerServicer
+from django_ws_broker.shard import (
+    DEFAULT_MAX_GROUPS_PER_EDGE,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_SIZE,
+    ShardState,
+)
 from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.v1 import broker_pb2_grpc
 
@@ -44,8 +49,10 @@ class BrokerOptions:
     ordinal: int = 0
     shards: int = 1
     queue_size: int = DEFAULT_QUEUE_SIZE
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
     max_groups_per_edge: int = DEFAULT_MAX_GROUPS_PER_EDGE
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    hello_timeout: float = DEFAULT_HELLO_TIMEOUT
     metrics_address: str | None = None
     topology_epoch: int = 0
     drain_seconds: float = 0.0
@@ -101,13 +108,20 @@ class Broker:
             ordinal=options.ordinal,
             shards=options.shards,
             queue_size=options.queue_size,
+            queue_bytes=options.queue_bytes,
+            max_delivery_bytes=options.max_message_bytes // 2,
             max_groups_per_edge=options.max_groups_per_edge,
             topology_epoch=options.topology_epoch,
         )
         tracing = options.tracing
         if tracing is None:
             tracing = wire_tracing.configure_provider("django-ws-broker")
-        self.servicer = BrokerServicer(self.shard, tracing=tracing)
+        self.servicer = BrokerServicer(
+            self.shard,
+            tracing=tracing,
+            hello_timeout=options.hello_timeout,
+            max_batch_bytes=options.max_message_bytes // 2,
+        )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=server_options(options.max_message_bytes))
         broker_pb2_grpc.add_BrokerServicer_to_server(self.servicer, self.server)

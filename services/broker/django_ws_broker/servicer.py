@@ -6,11 +6,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.trace import SpanKind
 
-from django_ws_broker.shard import EdgeStream, ShardState
+from django_ws_broker.shard import REPLACED, EdgeStream, ShardState, edge_id_error
 from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
@@ -19,15 +21,69 @@ logger = logging.getLogger("django_ws.broker")
 MAX_BATCH = 512
 """Deliveries packed into one BrokerFrame at most; batching is what makes fan-out cheap."""
 
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
+"""Bytes of deliveries packed into one BrokerFrame at most (one larger delivery goes
+alone): half the default gRPC message limit, so a batch never makes a frame too big."""
+
+DEFAULT_HELLO_TIMEOUT = 10.0
+"""Seconds an Attach stream may take to send its hello before it is ended."""
+
+MAX_REFUSALS_LISTED = 100
+"""Refusals listed one by one in an answer; the rest are summed up in one more refusal,
+so a frame of a million refusable operations cannot make a reply of a hundred megabytes."""
+
+# Names echoed back in a refusal are cut to this length (a valid name is at most 100
+# characters; the reason names the rule and shows the start of a longer one).
+_ECHOED_NAME_LENGTH = 120
+
+
+class _Refusals:
+    """The refusals of one frame or request: the first few listed, the rest counted."""
+
+    def __init__(self) -> None:
+        self.listed: list[broker_pb2.Refusal] = []
+        self.count = 0
+
+    def add(self, reason: str, *, group: str = "", channel: str = "") -> None:
+        self.count += 1
+        if self.count <= MAX_REFUSALS_LISTED:
+            self.listed.append(
+                broker_pb2.Refusal(
+                    group=group[:_ECHOED_NAME_LENGTH],
+                    channel=channel[:_ECHOED_NAME_LENGTH],
+                    reason=reason,
+                )
+            )
+
+    def summary(self) -> list[broker_pb2.Refusal]:
+        if self.count <= MAX_REFUSALS_LISTED:
+            return self.listed
+        more = broker_pb2.Refusal(
+            reason=f"{self.count - MAX_REFUSALS_LISTED} more operations were refused "
+            f"(only the first {MAX_REFUSALS_LISTED} refusals are listed)"
+        )
+        return [*self.listed, more]
+
 
 class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     """Serves Attach streams from edges and unary publishes from other processes."""
 
-    def __init__(self, shard: ShardState, *, tracing: bool = False) -> None:
+    def __init__(
+        self,
+        shard: ShardState,
+        *,
+        tracing: bool = False,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
         self.shard = shard
         self.tracing = tracing
+        self.hello_timeout = hello_timeout
+        self.max_batch_bytes = max_batch_bytes
         self.boot_id = uuid.uuid4().hex
-        self._streams: dict[EdgeStream, grpc.aio.ServicerContext] = {}
+        # The task serving each attached stream, so a stream replaced by a newer one
+        # with the same edge id can be ended at once.
+        self._streams: dict[EdgeStream, asyncio.Task[Any]] = {}
         self.draining = False
 
     def _welcome(self) -> broker_pb2.BrokerFrame:
@@ -49,22 +105,40 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "broker is draining")
         iterator = request_iterator.__aiter__()
         try:
-            first = await iterator.__anext__()
+            first = await asyncio.wait_for(iterator.__anext__(), self.hello_timeout)
         except StopAsyncIteration:
             return
-        hello = first.hello
-        if not hello.edge_id:
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no hello within {self.hello_timeout:g}s: the first frame of Attach must "
+                "carry hello",
+            )
+        except DecodeError as exc:
+            await self._abort_undecodable(context, exc)
+        if not first.HasField("hello"):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first frame of Attach must carry hello"
             )
+        hello = first.hello
+        error = edge_id_error(hello.edge_id)
+        if error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad hello: {error}")
         if hello.ordinal != self.shard.ordinal:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this is broker {self.shard.ordinal}, the edge expected broker "
                 f"{hello.ordinal}: check the broker addresses in the edge's settings",
             )
+        previous = self.shard.edges.get(hello.edge_id)
         edge = self.shard.attach(hello.edge_id)
-        self._streams[edge] = context
+        if previous is not None:
+            replaced = self._streams.pop(previous, None)
+            if replaced is not None:
+                replaced.cancel()
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams[edge] = task
         logger.info("edge %s attached", hello.edge_id)
         writer: asyncio.Task[None] | None = None
         try:
@@ -77,32 +151,48 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 self._apply(edge, frame)
                 if writer.done():
                     break
-        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+        except asyncio.CancelledError:
+            if edge.closed:
+                # Replaced by a newer stream: end this one with a status that says so
+                # (a cancelled handler that returns ends its call with this status).
+                context.set_code(grpc.StatusCode.ABORTED)
+                context.set_details(REPLACED)
+        except grpc.aio.AioRpcError:
             pass
+        except DecodeError as exc:
+            await self._abort_undecodable(context, exc)
         finally:
             if writer is not None:
                 writer.cancel()
-            self._streams.pop(edge, None)
+            if self._streams.get(edge) is task:
+                del self._streams[edge]
             self.shard.detach(edge)
             logger.info("edge %s detached", hello.edge_id)
 
+    async def _abort_undecodable(self, context: grpc.aio.ServicerContext, exc: DecodeError) -> None:
+        logger.warning("Attach stream ended: a frame is not an EdgeFrame (%s)", exc)
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"a frame of this Attach stream is not a valid django_ws.v1.EdgeFrame: {exc}",
+        )
+
     def _apply(self, edge: EdgeStream, frame: broker_pb2.EdgeFrame) -> None:
         shard = self.shard
-        refusals: list[broker_pb2.Refusal] = []
+        refusals = _Refusals()
         for group in frame.subscribe:
             reason = shard.subscribe(edge, group)
             if reason is not None:
-                refusals.append(broker_pb2.Refusal(group=group, reason=reason))
+                refusals.add(reason, group=group)
         for publish in frame.publish:
             reason = self._publish(publish)
             if reason is not None:
-                refusals.append(
-                    broker_pb2.Refusal(group=publish.group, channel=publish.channel, reason=reason)
-                )
+                refusals.add(reason, group=publish.group, channel=publish.channel)
         for group in frame.unsubscribe:
             shard.unsubscribe(edge, group)
-        if refusals or frame.sync:
-            edge.offer_control(broker_pb2.BrokerFrame(refusals=refusals, synced=frame.sync))
+        if refusals.count or frame.sync:
+            shard.offer_control(
+                edge, broker_pb2.BrokerFrame(refusals=refusals.summary(), synced=frame.sync)
+            )
 
     def _publish(self, publish: broker_pb2.Publish) -> str | None:
         if not (self.tracing and publish.trace):
@@ -127,16 +217,23 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
 
     async def _write_loop(self, edge: EdgeStream, context: grpc.aio.ServicerContext) -> None:
         queue = edge.queue
+        max_bytes = self.max_batch_bytes
         while True:
-            item = await queue.get()
+            item, size = await edge.take()
             frame = broker_pb2.BrokerFrame()
             deliveries: list[broker_pb2.Delivery] = []
+            batch_bytes = 0
             while True:
                 if isinstance(item, broker_pb2.Delivery):
                     deliveries.append(item)
-                    if len(deliveries) >= MAX_BATCH or queue.empty():
+                    batch_bytes += size
+                    if (
+                        len(deliveries) >= MAX_BATCH
+                        or queue.empty()
+                        or batch_bytes + edge.next_size() > max_bytes
+                    ):
                         break
-                    item = queue.get_nowait()
+                    item, size = edge.take_nowait()
                 else:
                     # A control frame ends the batch so that it keeps its place in order.
                     frame.deliveries.extend(deliveries)
@@ -151,18 +248,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def Publish(
         self, request: broker_pb2.PublishRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.PublishReply:
-        reply = broker_pb2.PublishReply()
+        refusals = _Refusals()
         accepted = 0
         for publish in request.publish:
             reason = self._publish(publish)
             if reason is None:
                 accepted += 1
             else:
-                reply.refusals.append(
-                    broker_pb2.Refusal(group=publish.group, channel=publish.channel, reason=reason)
-                )
-        reply.accepted = accepted
-        return reply
+                refusals.add(reason, group=publish.group, channel=publish.channel)
+        return broker_pb2.PublishReply(accepted=accepted, refusals=refusals.summary())
 
     async def Stats(
         self, request: broker_pb2.StatsRequest, context: grpc.aio.ServicerContext
@@ -201,5 +295,5 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         # Tell every attached edge, so they move subscriptions to the new owners.
         welcome = self._welcome()
         for edge in list(self._streams):
-            edge.offer_control(welcome)
+            self.shard.offer_control(edge, welcome)
         return broker_pb2.ReshardReply(shards=self.shard.shards, released_groups=released)

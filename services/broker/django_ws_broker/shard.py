@@ -9,24 +9,51 @@ queues) be tested directly.
 from __future__ import annotations
 
 import asyncio
+import re
+from collections import deque
 from dataclasses import dataclass, field
 
-from django_ws_proto.names import channel_name_error, group_name_error
+from django_ws_proto.names import MAX_NAME_LENGTH, channel_name_error, group_name_error
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
 
 DEFAULT_QUEUE_SIZE = 10_000
 """Deliveries waiting for one edge stream before further ones are dropped and counted."""
 
+DEFAULT_QUEUE_BYTES = 32 * 1024 * 1024
+"""Bytes of deliveries waiting for one edge stream before further ones are dropped and
+counted: the count bound alone would let large events pile up to gigabytes."""
+
+DEFAULT_MAX_DELIVERY_BYTES = 8 * 1024 * 1024
+"""Largest delivery the broker forwards: half the default gRPC message limit, so that a
+frame carrying it (with its envelope and a control answer) always fits in a message."""
+
 DEFAULT_MAX_GROUPS_PER_EDGE = 100_000
 """Groups one edge stream may subscribe to; past it subscriptions are refused."""
 
-# Room kept above the delivery bound for control frames (refusals, sync barriers), so
+# Room kept above the delivery bounds for control frames (refusals, sync barriers), so
 # an edge that is slow to read still gets the answers it asked for, yet memory stays
 # bounded when a client floods refusable operations without reading.
 _CONTROL_HEADROOM = 1_000
+_CONTROL_HEADROOM_BYTES = 1024 * 1024
+
+_EDGE_ID_RE = re.compile(r"[A-Za-z0-9\-_.]+")
+
+EDGE_ID_RULE = (
+    f"an edge id must be 1 to {MAX_NAME_LENGTH} characters of ASCII letters, digits, "
+    "hyphens, underscores or periods (it is what its channel names start with, before '!')"
+)
+
+REPLACED = "this stream was replaced by a newer Attach stream with the same edge id"
 
 QueueItem = broker_pb2.Delivery | broker_pb2.BrokerFrame
+
+
+def edge_id_error(edge_id: str) -> str | None:
+    """Why ``edge_id`` cannot name an edge stream, or None when it can."""
+    if not 0 < len(edge_id) <= MAX_NAME_LENGTH or not _EDGE_ID_RE.fullmatch(edge_id):
+        return f"{EDGE_ID_RULE}; got {edge_id[:120]!r}"
+    return None
 
 
 @dataclass(eq=False)
@@ -35,33 +62,66 @@ class EdgeStream:
 
     edge_id: str
     queue_size: int
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
     queue: asyncio.Queue[QueueItem] = field(init=False)
     groups: set[str] = field(default_factory=set)
+    queued_bytes: int = 0
     dropped_unreported: int = 0
     dropped_total: int = 0
     delivered_total: int = 0
     closed: bool = False
+    _sizes: deque[int] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size + _CONTROL_HEADROOM)
 
-    def offer(self, delivery: broker_pb2.Delivery) -> bool:
-        """Queue a delivery unless the edge is too far behind; False when dropped."""
-        if self.queue.qsize() >= self.queue_size:
+    def _put(self, item: QueueItem, size: int) -> None:
+        self.queue.put_nowait(item)
+        self._sizes.append(size)
+        self.queued_bytes += size
+
+    def offer(self, delivery: broker_pb2.Delivery, size: int = 0) -> bool:
+        """Queue a delivery of ``size`` bytes unless the edge is too far behind (by
+        count or by bytes); False when dropped. One delivery larger than the byte bound
+        still goes through when nothing else is waiting, so no event is undeliverable."""
+        if self.queue.qsize() >= self.queue_size or (
+            self.queued_bytes and self.queued_bytes + size > self.queue_bytes
+        ):
             self.dropped_unreported += 1
             self.dropped_total += 1
             return False
-        self.queue.put_nowait(delivery)
+        self._put(delivery, size)
         self.delivered_total += 1
         return True
 
     def offer_control(self, frame: broker_pb2.BrokerFrame) -> bool:
-        """Queue a control frame in order with deliveries; False when even the headroom is full."""
-        if self.queue.full():
+        """Queue a control frame in order with deliveries; False when even the headroom
+        (in count or bytes) is full."""
+        size = frame.ByteSize()
+        if self.queue.full() or (
+            self.queued_bytes + size > self.queue_bytes + _CONTROL_HEADROOM_BYTES
+        ):
             self.dropped_total += 1
             return False
-        self.queue.put_nowait(frame)
+        self._put(frame, size)
         return True
+
+    def _taken(self, item: QueueItem) -> tuple[QueueItem, int]:
+        size = self._sizes.popleft()
+        self.queued_bytes -= size
+        return item, size
+
+    async def take(self) -> tuple[QueueItem, int]:
+        """The next queued item and its size in bytes, waiting for one."""
+        return self._taken(await self.queue.get())
+
+    def take_nowait(self) -> tuple[QueueItem, int]:
+        """The next queued item and its size; raises ``asyncio.QueueEmpty`` when empty."""
+        return self._taken(self.queue.get_nowait())
+
+    def next_size(self) -> int:
+        """Size in bytes of the next queued item (0 when the queue is empty)."""
+        return self._sizes[0] if self._sizes else 0
 
     def take_dropped(self) -> int:
         """How many deliveries were dropped since the last call (reported to the edge)."""
@@ -77,6 +137,7 @@ class ShardCounters:
     delivered: int = 0
     dropped_queue_full: int = 0
     dropped_no_channel: int = 0
+    dropped_control: int = 0
     refused: int = 0
     streams_attached: int = 0
 
@@ -94,6 +155,8 @@ class ShardState:
         ordinal: int = 0,
         shards: int = 1,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        max_delivery_bytes: int = DEFAULT_MAX_DELIVERY_BYTES,
         max_groups_per_edge: int = DEFAULT_MAX_GROUPS_PER_EDGE,
         topology_epoch: int = 0,
     ) -> None:
@@ -103,6 +166,8 @@ class ShardState:
         self.ring = ShardRing(shards)
         self.topology_epoch = topology_epoch
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        self.max_delivery_bytes = max_delivery_bytes
         self.max_groups_per_edge = max_groups_per_edge
         self.edges: dict[str, EdgeStream] = {}
         # Insertion-ordered dicts used as ordered sets: fan-out order is stable.
@@ -121,7 +186,7 @@ class ShardState:
         previous = self.edges.get(edge_id)
         if previous is not None:
             self.detach(previous)
-        edge = EdgeStream(edge_id=edge_id, queue_size=self.queue_size)
+        edge = EdgeStream(edge_id=edge_id, queue_size=self.queue_size, queue_bytes=self.queue_bytes)
         self.edges[edge_id] = edge
         self.counters.streams_attached += 1
         return edge
@@ -154,7 +219,9 @@ class ShardState:
 
     def subscribe(self, edge: EdgeStream, group: str) -> str | None:
         """Subscribe an edge stream to a group; returns the refusal reason, if any."""
-        reason = self.check_group(group)
+        # A detached stream (replaced, or ending) must not plant subscriptions that
+        # nothing would ever remove.
+        reason = REPLACED if edge.closed else self.check_group(group)
         if reason is None and group not in edge.groups:
             if len(edge.groups) >= self.max_groups_per_edge:
                 reason = (
@@ -187,16 +254,24 @@ class ShardState:
         Returns the refusal reason, if any. Deliveries to an edge whose queue is full
         are dropped and counted, so one stalled edge never holds up the others.
         """
-        if publish.channel:
-            return self._send_to_channel(publish)
-        reason = self.check_group(publish.group)
+        # A Delivery has the same fields as its Publish, hence the same size.
+        size = publish.ByteSize()
+        reason = (
+            self._size_error(size)
+            or (channel_name_error(publish.channel) if publish.channel else None)
+            or (None if publish.channel else self.check_group(publish.group))
+        )
         if reason is not None:
             self.counters.refused += 1
             return reason
         self.counters.published += 1
+        if publish.channel:
+            self._send_to_channel(publish, size)
+            return None
         subscribers = self.groups.get(publish.group)
         if not subscribers:
             return None
+        # One Delivery is shared by every subscriber's queue; each counts its size.
         delivery = broker_pb2.Delivery(
             group=publish.group,
             event=publish.event,
@@ -205,34 +280,43 @@ class ShardState:
         )
         counters = self.counters
         for edge in subscribers:
-            if edge.offer(delivery):
+            if edge.offer(delivery, size):
                 counters.delivered += 1
             else:
                 counters.dropped_queue_full += 1
         return None
 
-    def _send_to_channel(self, publish: broker_pb2.Publish) -> str | None:
+    def _send_to_channel(self, publish: broker_pb2.Publish, size: int) -> None:
         channel = publish.channel
-        error = channel_name_error(channel)
-        if error:
-            self.counters.refused += 1
-            return error
         home, bang, _ = channel.partition("!")
         edge = self.edges.get(home) if bang else None
-        self.counters.published += 1
         if edge is None:
             # As in Channels, a send to a channel nobody holds is not an error for the
             # sender (the connection may just have closed); it is counted as a drop.
             self.counters.dropped_no_channel += 1
-            return None
+            return
         delivery = broker_pb2.Delivery(
             channel=channel, event=publish.event, trace=publish.trace, sent_at=publish.sent_at
         )
-        if edge.offer(delivery):
+        if edge.offer(delivery, size):
             self.counters.delivered += 1
         else:
             self.counters.dropped_queue_full += 1
-        return None
+
+    def _size_error(self, size: int) -> str | None:
+        if size <= self.max_delivery_bytes:
+            return None
+        return (
+            f"event too large: the publish is {size} bytes, over the {self.max_delivery_bytes} "
+            "bytes this broker forwards (half its --max-message-bytes)"
+        )
+
+    def offer_control(self, edge: EdgeStream, frame: broker_pb2.BrokerFrame) -> bool:
+        """Queue a control frame for an edge stream; a frame that does not fit is counted."""
+        if edge.offer_control(frame):
+            return True
+        self.counters.dropped_control += 1
+        return False
 
     # Topology ------------------------------------------------------------------------
 
