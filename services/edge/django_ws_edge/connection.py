@@ -97,6 +97,7 @@ class EdgeConnection(ConnectionPort):
         if self._closing_slow or not self.accepted:
             return
         self._closing_slow = True
+        metrics.SLOW_CONSUMERS_CLOSED.inc()
         logger.warning(
             "closing %s: its inbox is over its capacity of %d", self.channel_name, self.capacity
         )

@@ -271,6 +271,7 @@ class EdgeChannelLayer(ChannelLayer):
         try:
             decoded = codec.decode(delivery.event)
         except ValueError as exc:
+            metrics.UNDECODABLE_EVENTS.inc()
             logger.error(
                 "undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc
             )
@@ -330,7 +331,6 @@ class EdgeChannelLayer(ChannelLayer):
         if connection.deliver(event):
             return True
         if close_if_full:
-            metrics.SLOW_CONSUMERS_CLOSED.inc()
             connection.close_slow(CloseCode.TRY_AGAIN_LATER)
         return False
 

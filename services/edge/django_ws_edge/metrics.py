@@ -42,6 +42,10 @@ QUEUE_DROPPED = Counter(
     "django_ws_edge_receive_queue_dropped",
     "Events dropped because a new_channel() receive queue was full.",
 )
+UNDECODABLE_EVENTS = Counter(
+    "django_ws_edge_undecodable_events",
+    "Events from the broker that could not be decoded (unknown kind, bad body): dropped.",
+)
 LOOP_BLOCKED = Counter(
     "django_ws_edge_loop_blocked",
     "Times a handler blocked the worker's event loop past the warning threshold.",

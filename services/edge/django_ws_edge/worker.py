@@ -181,13 +181,18 @@ class Worker:
             if self.options.rate_limit
             else None
         )
+        closing: asyncio.Task[None] | None = None
         try:
             async for message in websocket:
                 metrics.MESSAGES_RECEIVED.inc()
+                if closing is not None:
+                    continue  # keep reading so the client's close reply gets through
                 if limiter is not None and not limiter.allow():
                     metrics.RATE_LIMITED.inc()
-                    await websocket.close(CloseCode.POLICY, "rate limit exceeded")
-                    break
+                    closing = asyncio.get_running_loop().create_task(
+                        websocket.close(CloseCode.POLICY, "rate limit exceeded")
+                    )
+                    continue
                 event = receive_event(message)
                 if not port.deliver(event, expires=False):
                     await port.wait_for_room()
