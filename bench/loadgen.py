@@ -256,6 +256,10 @@ class LoadGenerators:
         """Publish at ``publish_rate`` messages/s for ``duration`` s, wait until every
         delivery arrived (or ``drain_timeout``), and count exactly what is missing."""
         total = len(self.conns)
+        # Each generator sends floor(its rate x duration): that, summed, is the plan.
+        planned = sum(
+            math.floor(publish_rate * len(g.conns) / total * duration) for g in self.generators
+        )
         published = await self._all(
             [
                 {
@@ -305,6 +309,7 @@ class LoadGenerators:
         sent = sum(a["sent"] for a in published)
         seconds = max(a["seconds"] for a in published)
         return {
+            "planned": planned,
             "sent": sent,
             "skipped": sum(a["skipped"] for a in published),
             "expected": expected,

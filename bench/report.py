@@ -164,7 +164,7 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
         row(
             "S3 p99 < 100 ms at >= 40,000 deliveries/s",
             ">= 40,000/s",
-            rate,
+            round(rate),
             rate >= TARGETS["s3_rate"],
             f"highest passing rate {_fmt_rate(rate, s3.get('at_least', False))}/s, "
             f"p99 there {_fmt_ms((step.get('latency') or {}).get('p99_ms'))} ms; "
@@ -242,8 +242,8 @@ def table_lines(data: dict[str, Any]) -> list[str]:
     fanouts = [k for k, s in scenarios.items() if s["scenario"]["kind"] == "fanout"]
     if fanouts:
         lines += [
-            "| scenario | system | max deliveries/s (p99 < 100 ms, no loss) | server CPU there "
-            "| p50 / p99 ms at fixed rate | stopped by |",
+            "| scenario | system | max deliveries/s (p99 < 100 ms, no loss) "
+            "| server / other processes' CPU there | p50 / p99 ms at fixed rate | stopped by |",
             "| --- | --- | ---: | ---: | ---: | --- |",
         ]
         for key in fanouts:
@@ -262,7 +262,12 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                     + ("" if fixed["valid"] else " (invalid)")
                 )
                 step = result.get("max_step") or {}
-                cpu = f"{step['server_cpu_cores']:.2f} cores" if step else "-"
+                cpu = (
+                    f"{step['server_cpu_cores']:.2f} / "
+                    f"{step.get('other_processes_cpu_cores', 0.0):.2f} cores"
+                    if step
+                    else "-"
+                )
                 lines.append(
                     f"| {key} {spec['title']} | {label} "
                     f"| {_fmt_rate(result['max_deliveries_per_s'], result['at_least'])} | {cpu} "
@@ -295,18 +300,21 @@ def table_lines(data: dict[str, Any]) -> list[str]:
             lines += [
                 f"{key} {spec['title']}:",
                 "",
-                "| system | RSS before MiB | RSS after MiB | KiB per connection |",
-                "| --- | ---: | ---: | ---: |",
+                "| system | RSS before MiB | RSS after MiB | KiB per connection "
+                "| KiB per connection, reopened |",
+                "| --- | ---: | ---: | ---: | ---: |",
             ]
             for system, result in scenario["results"].items():
                 label = systems.get(system, {}).get("label", system)
                 if "error" in result:
-                    lines.append(f"| {label} | error: {result['error']} | | |")
+                    lines.append(f"| {label} | error: {result['error']} | | | |")
                     continue
+                reopened = result.get("rss_per_connection_reopened_bytes")
                 lines.append(
                     f"| {label} | {result['rss_before_bytes'] / 2**20:.1f} "
                     f"| {result['rss_after_bytes'] / 2**20:.1f} "
-                    f"| {result['rss_per_connection_bytes'] / 1024:.1f} |"
+                    f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
+                    f"| {'-' if reopened is None else f'{reopened / 1024:.1f}'} |"
                 )
             lines.append("")
     broker = data.get("broker")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -168,11 +169,13 @@ class CpuMeter:
         self.wall_before = time.monotonic()
 
     def read(self) -> tuple[float, float]:
-        """Server cores and other processes' cores, averaged since the meter started."""
+        """Server cores and other processes' cores, averaged since the meter started;
+        ``machine_cores`` is then everything that was busy, the generators included."""
         wall = max(1e-6, time.monotonic() - self.wall_before)
         server = tree_usage(self.server)[0] - self.server_before
         own = tree_usage(self.own)[0] - self.own_before
         machine = _machine_busy() - self.machine_before
+        self.machine_cores = machine / wall
         return server / wall, max(0.0, machine - server - own) / wall
 
 
@@ -218,18 +221,21 @@ class ScenarioRunner:
         if saturated:
             valid = False
             reasons.append(f"generator saturated ({max(saturated):.0%} of a core)")
-        planned = rate / max(1, self._room_size) * self._step_seconds
+        planned = outcome["planned"]
         if outcome["sent"] + outcome["skipped"] < 0.95 * planned:
             valid = False
-            reasons.append(f"generator sent {outcome['sent']} of {planned:.0f} planned")
+            reasons.append(f"generator sent {outcome['sent']} of {planned} planned")
         p99 = outcome["latency"]["p99_ms"]
         if outcome["missing"]:
             reasons.append(f"{outcome['missing']} deliveries missing")
         if outcome["closes"]:
             reasons.append(f"connections closed: {outcome['closes']}")
         if p99 is None or p99 >= options.latency_limit_ms:
-            reasons.append(f"p99 {p99} ms")
+            reasons.append(f"p99 {p99:.0f} ms" if p99 is not None else "nothing received")
         passed = valid and not reasons
+        busy = outcome.get("machine_busy_cores", 0.0)
+        if not passed and busy >= 0.9 * (os.cpu_count() or 1):
+            reasons.append(f"machine saturated: {busy:.1f} of {os.cpu_count()} cores busy")
         return StepResult(rate, outcome, cpu, passed, valid, reasons)
 
     async def _measured_step(self, gens: LoadGenerators, rate: float, seconds: float) -> StepResult:
@@ -246,6 +252,7 @@ class ScenarioRunner:
         )
         cores, others = meter.read()
         outcome["other_processes_cpu_cores"] = round(others, 3)
+        outcome["machine_busy_cores"] = round(meter.machine_cores, 3)
         if profile is not None:
             outcome["profiles"] = [str(path) for path in await profile]
         result = self._judge(rate, outcome, cores)
@@ -340,12 +347,17 @@ class ScenarioRunner:
                         high = middle
                         if not result.valid:
                             break
-            if failed_at is None:
+            # What stopped the ladder: the lowest failing step above the best one.
+            above = [s for s in ladder if not s.passed and (best is None or s.rate > best.rate)]
+            stopper = min(above, key=lambda s: s.rate) if above else failed_at
+            if stopper is None:
                 limit = "top of the ladder reached"
-            elif not failed_at.valid:
-                limit = "load generator limit: " + "; ".join(failed_at.reasons)
+            elif not stopper.valid:
+                limit = f"at {stopper.rate:,.0f}/s: load generator limit: " + "; ".join(
+                    stopper.reasons
+                )
             else:
-                limit = "; ".join(failed_at.reasons)
+                limit = f"at {stopper.rate:,.0f}/s: " + "; ".join(stopper.reasons)
             return {
                 "open": opened,
                 "fixed": fixed.as_dict(),
@@ -398,7 +410,11 @@ class ScenarioRunner:
             await gens.stop()
 
     async def idle(self, scenario: Scenario) -> dict[str, Any]:
+        """RSS per idle connection, on a server that has served nothing else (the harness
+        restarts it first), then again after closing them all and opening as many anew,
+        when the memory the first ones made the allocator take can be reused."""
         options = self.options
+        conns = chat_connections(scenario.connections, scenario.room_size)
         gens = await LoadGenerators.start(1)
         try:
             # Open and close a few first, so that code loaded lazily on the first
@@ -408,9 +424,7 @@ class ScenarioRunner:
             await asyncio.sleep(options.settle_seconds)
             _, before = tree_usage(self.system.server_tree())
             gens = await LoadGenerators.start(1)
-            opened = await self._open(
-                gens, chat_connections(scenario.connections, scenario.room_size)
-            )
+            opened = await self._open(gens, conns)
             after = await self._settled_rss(options.settle_seconds)
             per_conn = (after - before) / max(1, opened["ok"])
             by_process = {}
@@ -421,9 +435,17 @@ class ScenarioRunner:
                     )
                 except Exception:
                     continue
+            await gens.stop()
+            closed = await self._settled_rss(options.settle_seconds)
+            gens = await LoadGenerators.start(1)
+            reopened = await gens.open(self.system.url, conns)
+            after_reopen = await self._settled_rss(options.settle_seconds)
+            per_conn_reopened = (after_reopen - closed) / max(1, reopened["ok"])
             self.log(
                 f"    RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB: "
-                f"{per_conn / 1024:.1f} KiB per connection"
+                f"{per_conn / 1024:.1f} KiB per connection; closed and reopened: "
+                f"{closed / 2**20:.1f} MiB -> {after_reopen / 2**20:.1f} MiB: "
+                f"{per_conn_reopened / 1024:.1f} KiB per connection"
             )
             return {
                 "open": opened,
@@ -431,7 +453,10 @@ class ScenarioRunner:
                 "rss_after_bytes": after,
                 "rss_per_connection_bytes": per_conn,
                 "rss_by_process_after": by_process,
-                "valid": opened["failed"] == 0,
+                "rss_after_close_bytes": closed,
+                "rss_after_reopen_bytes": after_reopen,
+                "rss_per_connection_reopened_bytes": per_conn_reopened,
+                "valid": opened["failed"] == 0 and reopened["failed"] == 0,
             }
         finally:
             await gens.stop()
