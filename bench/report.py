@@ -380,15 +380,19 @@ def plot(data: dict[str, Any], directory: Path, prefix: str = "bench") -> list[P
         results = {k: v for k, v in scenario["results"].items() if "error" not in v}
         if not results:
             continue
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(10, 5.5))
         if spec["kind"] == "fanout":
             plotted = 0
             for system, result in results.items():
-                steps = sorted(
-                    [result["fixed"], *result["ladder"]],
-                    key=lambda s: s["offered_deliveries_per_s"],
-                )
-                steps = [s for s in steps if s["latency"]["p99_ms"] is not None]
+                # One point per rate: a ladder step (the one that counted, after any
+                # retry) wins over the fixed-rate step at the same rate.
+                by_rate = {result["fixed"]["offered_deliveries_per_s"]: result["fixed"]}
+                by_rate.update({s["offered_deliveries_per_s"]: s for s in result["ladder"]})
+                steps = [
+                    by_rate[rate]
+                    for rate in sorted(by_rate)
+                    if by_rate[rate]["latency"]["p99_ms"] is not None
+                ]
                 if not steps:
                     continue
                 plotted += 1
@@ -430,7 +434,7 @@ def plot(data: dict[str, Any], directory: Path, prefix: str = "bench") -> list[P
                 "offered load, deliveries/s (x: step failed: loss, p99 >= 100 ms or closes)"
             )
             ax.set_ylabel("delivery latency, ms")
-            ax.legend(fontsize=7, ncol=2)
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         elif spec["kind"] == "echo":
             labels = [systems.get(s, {}).get("label", s) for s in results]
             values = [r["round_trips_per_s"] for r in results.values()]

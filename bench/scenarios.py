@@ -77,7 +77,7 @@ def _round2(rate: float) -> float:
     return float(round(rate / magnitude) * magnitude)
 
 
-MIN_PUBLISHES_PER_STEP = 10
+MIN_PUBLISHES_PER_STEP = 5
 """A fan-out step publishes at least this many messages, or the ladder skips its rate
 (in one room of 1,000, 250 deliveries/s would be one message every 4 seconds)."""
 
