@@ -71,7 +71,7 @@ class EdgeConnection(ConnectionPort):
             await self.websocket.send(data)
         except ConnectionClosed:
             return  # the disconnect event is on its way to the consumer
-        metrics.MESSAGES_SENT.inc()
+        self.edge_layer.tally.sent += 1
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         if not self.decided:

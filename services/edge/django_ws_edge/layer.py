@@ -51,7 +51,8 @@ class EdgeChannelLayer(ChannelLayer):
         self._channel_counter = 0
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._queues: dict[str, asyncio.Queue[Any]] = {}
-        self._welcomed: dict[int, str] = {}  # ordinal -> boot id of its current stream
+        self._welcomed: dict[int, str] = {}
+        self.tally = metrics.Tally()  # ordinal -> boot id of its current stream
         self.links: list[BrokerLink] = []
         self._handlers = LinkHandlers(
             groups_owned=self._groups_owned, on_frame=self._on_frame, on_state=self._on_state
@@ -152,7 +153,7 @@ class EdgeChannelLayer(ChannelLayer):
         publish = broker_pb2.Publish(
             group=group, event=self.encode_event(message), sent_at=time.time()
         )
-        metrics.GROUP_SENDS.inc()
+        self.tally.group_sends += 1
         with span("django_ws group_send", SpanKind.PRODUCER, group=group):
             inject_trace(publish.trace)
             await self._link_for(group).publish(publish)
@@ -205,7 +206,7 @@ class EdgeChannelLayer(ChannelLayer):
             now = time.time()
             for delivery in frame.deliveries:
                 if delivery.sent_at:
-                    metrics.DELIVERY_LATENCY.observe(max(0.0, now - delivery.sent_at))
+                    self.tally.observe_latency(max(0.0, now - delivery.sent_at))
                 self._on_delivery(delivery)
 
     # Topology ------------------------------------------------------------------------
@@ -327,7 +328,7 @@ class EdgeChannelLayer(ChannelLayer):
                 metrics.QUEUE_DROPPED.inc()
                 return False
             return True
-        metrics.DELIVERIES.inc()
+        self.tally.deliveries += 1
         if connection.deliver(event):
             return True
         if close_if_full:

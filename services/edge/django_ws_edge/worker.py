@@ -182,9 +182,10 @@ class Worker:
             else None
         )
         closing: asyncio.Task[None] | None = None
+        tally = self.layer.tally
         try:
             async for message in websocket:
-                metrics.MESSAGES_RECEIVED.inc()
+                tally.received += 1
                 if closing is not None:
                     continue  # keep reading so the client's close reply gets through
                 if limiter is not None and not limiter.allow():
@@ -230,6 +231,7 @@ class Worker:
         parent = os.getppid()
         while True:
             self.report(ready=self.layer.ready and not self.draining, draining=self.draining)
+            self.layer.tally.flush()
             if os.getppid() != parent or (self.options.status_fd and self._status_file is None):
                 logger.error("the supervisor went away; worker %d stops", os.getpid())
                 stop.set()
@@ -285,6 +287,7 @@ class Worker:
             )
         watcher.cancel()
         watchdog.stop()
+        self.layer.tally.flush()
         await self.layer.close()
 
 
