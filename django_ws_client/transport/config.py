@@ -137,6 +137,14 @@ def _tls(config: Mapping[str, Any], setting: str) -> TLSConfig | None:
 
 def _with_environment(config: dict[str, Any]) -> dict[str, Any]:
     """Fill broker addresses and TLS from DJANGO_WS_* variables when CONFIG has none."""
+    wait = os.environ.get("DJANGO_WS_CONNECT_TIMEOUT", "").strip()
+    if wait and "connect_timeout" not in config:
+        try:
+            config["connect_timeout"] = float(wait)
+        except ValueError:
+            raise InvalidChannelLayerError(
+                f"DJANGO_WS_CONNECT_TIMEOUT must be a number of seconds, got {wait!r}"
+            ) from None
     if "address" in config or "brokers" in config:
         return config
     brokers = os.environ.get("DJANGO_WS_BROKERS", "").strip()
@@ -161,6 +169,16 @@ def _with_environment(config: dict[str, Any]) -> dict[str, Any]:
             tls["key"] = os.environ.get("DJANGO_WS_TLS_KEY", "")
         config["tls"] = tls
     return config
+
+
+def _fill_template(template: str, ordinal: int, setting: str) -> str:
+    try:
+        return template.format(ordinal=ordinal)
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+        raise InvalidChannelLayerError(
+            f"{setting}['brokers']: the template {template!r} cannot be filled in "
+            f"({type(exc).__name__}: {exc}); '{{ordinal}}' must be its only placeholder"
+        ) from None
 
 
 def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> TransportConfig:
@@ -198,7 +216,7 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         template = brokers_value
         shards = shards_value
         brokers = tuple(
-            check_address(template.format(ordinal=k), f"{setting}['brokers']")
+            check_address(_fill_template(template, k, setting), f"{setting}['brokers']")
             for k in range(shards)
         )
     elif isinstance(brokers_value, (list, tuple)) and brokers_value:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -120,3 +121,22 @@ async def test_sigterm_closes_with_1001_runs_disconnect_and_leaves_no_process(st
         10,
         "every process of the server to exit",
     )
+
+
+def test_sigterm_while_waiting_for_brokers_stops_at_once(stack: Stack) -> None:
+    server = stack.edge(
+        workers=1,
+        broker=f"127.0.0.1:{free_port()}",  # nothing answers there
+        env={"TEST_CONNECT_TIMEOUT": "60"},
+        wait=False,
+    )
+    wait_until(
+        lambda: "waiting up to 60s for 1 broker" in server.log(),
+        20,
+        "the server to wait for brokers",
+    )
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    print(f"\nstopped {time.monotonic() - started:.2f}s after SIGTERM while waiting for brokers")
+    assert time.monotonic() - started < 5

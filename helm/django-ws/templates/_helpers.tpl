@@ -111,6 +111,8 @@ brokers; django_ws_client reads it when the project's settings name no broker.
   value: {{ include "django-ws.brokerAddresses" . | quote }}
 - name: DJANGO_WS_SHARDS
   value: {{ .Values.broker.replicas | quote }}
+- name: DJANGO_WS_CONNECT_TIMEOUT
+  value: {{ .Values.edge.brokerWaitSeconds | quote }}
 {{- if .Values.tls.enabled }}
 - name: DJANGO_WS_TLS_CA
   value: {{ printf "%s/ca.crt" .Values.tls.mountPath | quote }}

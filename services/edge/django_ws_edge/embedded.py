@@ -121,6 +121,9 @@ async def ensure_brokers(
         return broker
     deadline = time.monotonic() + config.connect_timeout
     missing = list(range(config.shards))
+    logger.info(
+        "waiting up to %.0fs for %d broker(s) to answer", config.connect_timeout, config.shards
+    )
     while missing:
         missing = [k for k in missing if not await broker_serving(config.address_for(k), config)]
         if not missing or time.monotonic() > deadline:

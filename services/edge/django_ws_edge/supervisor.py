@@ -179,12 +179,26 @@ class Supervisor:
         from django_ws_client.transport import layer_config
 
         options = self.options
+        # Signals first: a SIGTERM while brokers are still being awaited must stop us
+        # at once, not after the whole grace period.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         config = layer_config(options.alias)
         setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{options.alias}']['CONFIG']"
         self._prepare_listener()
         self.metrics_dir = tempfile.mkdtemp(prefix="django-ws-metrics-")
         try:
-            self.broker = await ensure_brokers(config, setting, options.embedded_broker)
+            finding = loop.create_task(ensure_brokers(config, setting, options.embedded_broker))
+            stopped = loop.create_task(stop.wait())
+            await asyncio.wait({finding, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not finding.done():
+                finding.cancel()
+                logger.info("stopped while waiting for the brokers")
+                return 0
+            stopped.cancel()
+            self.broker = finding.result()
             self.worker_options = worker_options_from_settings(
                 str(self.bind), options.alias, options.grace_seconds
             )
@@ -192,10 +206,6 @@ class Supervisor:
                 self.worker_options = WorkerOptions(
                     **{**self.worker_options.__dict__, "inherited_fd": self.listen_socket.fileno()}
                 )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
             if options.health_bind:
                 health = parse_bind(options.health_bind)
                 self.probes = ProbeServer(self.readiness, self.metrics_dir)
