@@ -21,7 +21,10 @@ PROCESS_KINDS = {
     "django_ws_edge.worker": "edge-worker",
     "django_ws_broker": "broker",
     "websockets_server": "edge-supervisor",
-    "uvicorn": "uvicorn",
+    # uvicorn --workers N spawns its workers through multiprocessing.
+    "multiprocessing.spawn": "uvicorn-worker",
+    "resource_tracker": "uvicorn-supervisor",
+    "uvicorn": "uvicorn-supervisor",
     "bare_ws.py": "bare",
 }
 
@@ -58,7 +61,7 @@ async def record(
     jobs = []
     for process in processes:
         kind = _kind(process)
-        if kind is None or kind == "edge-supervisor":
+        if kind is None or kind.endswith("-supervisor"):
             continue
         output = directory / f"{tag}-{kind}-{process.pid}.txt"
         job = await asyncio.create_subprocess_exec(
