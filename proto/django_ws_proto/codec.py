@@ -47,6 +47,8 @@ def _encode_body(body: Mapping[str, Any], max_bytes: int) -> bytes:
             f"event values must be JSON-compatible (str, int, float, bool, None, list, "
             f"dict with str keys): {exc}"
         ) from None
+    except RecursionError:
+        raise ValueError("event is nested too deeply to encode as JSON") from None
     if len(data) > max_bytes:
         raise EventTooLarge(
             f"event is {len(data)} bytes once encoded, over the limit of {max_bytes} "
@@ -93,6 +95,10 @@ def decode(event: broker_pb2.Event) -> DecodedEvent:
         body = _loads(event.body)
     except ValueError as exc:
         raise ValueError(f"event {event.type!r} has a body that is not JSON: {exc}") from None
+    except RecursionError:
+        # Any sender can publish such a body; it must not escape as another exception
+        # type and take down the receiving edge's broker link.
+        raise ValueError(f"event {event.type!r} has a body nested too deeply to decode") from None
     if not isinstance(body, dict):
         raise ValueError(f"event {event.type!r} has a body that is not a JSON object")
     return DecodedEvent(kind=event.kind, type=event.type, body=body)

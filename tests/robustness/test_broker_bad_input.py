@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import grpc
@@ -476,3 +477,32 @@ async def test_unknown_event_kinds_are_dropped_by_the_receiving_edge_which_keeps
     samples = scrape(f"http://127.0.0.1:{edge.health_port}/metrics")
     assert total(samples, "django_ws_edge_undecodable_events_total") == len(bad)
     assert edge.alive() and edge.readyz()[0] == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the edge trusts the group named in a CONTROL event: a non-string group enters "
+    "its GroupIndex and every reconnect's hello then fails in ShardRing.owner, so the "
+    "worker's broker link fails in a loop (django_ws_edge.layer.EdgeChannelLayer."
+    "_apply_control should check the name and drop the event with a count)",
+)
+async def test_a_control_event_with_a_bad_group_leaves_the_edge_link_up(stack: Stack) -> None:
+    broker = stack.broker()
+    edge = stack.edge(workers=1, broker=broker.listen)
+    ws, hello = await join(f"{edge.ws_url}/ws/group/ctl/")
+    relay = {"type": "relay", "text": "after", "from": "test", "group": "ctl"}
+    async with grpc.aio.insecure_channel(broker.listen) as channel:
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        for body in (b'{"group": 5}', b'{"group": "bad name"}', b'{"nogroup": 1}'):
+            control = broker_pb2.Event(type="group_add", kind=codec.CONTROL, body=body)
+            await stub.Publish(
+                broker_pb2.PublishRequest(
+                    publish=[
+                        broker_pb2.Publish(channel=hello["channel"], event=control),
+                        broker_pb2.Publish(group="ctl", event=codec.encode_dict_event(relay)),
+                    ]
+                )
+            )
+            assert json.loads(await asyncio.wait_for(ws.recv(), 3))["text"] == "after"
+    await ws.close()
+    assert re.search(r"link to broker \d+ at \S+ failed", edge.log()) is None
