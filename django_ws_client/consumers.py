@@ -71,8 +71,9 @@ class AsyncConsumer:
     # Channels' name, so routing lines port unchanged.
     as_asgi = as_handler
 
-    async def dispatch(self, event: Any) -> None:
-        """Call the handler for ``event``: a dict with a ``type`` or a GroupMessage."""
+    def handler_for(self, event: Any) -> Any:
+        """The method that handles ``event`` (a dict with a ``type``, or a GroupMessage);
+        a clear error naming the type when there is none."""
         event_type = event.type if isinstance(event, GroupMessage) else event["type"]
         name = handler_name(event_type)
         handler = getattr(self, name, None) if not name.startswith("_") else None
@@ -81,7 +82,11 @@ class AsyncConsumer:
                 f"{type(self).__qualname__} has no handler for event type {event_type!r} "
                 f"(define a method named {name!r})"
             )
-        await handler(event)
+        return handler
+
+    async def dispatch(self, event: Any) -> None:
+        """Call the handler for ``event``."""
+        await self.handler_for(event)(event)
 
 
 class AsyncWebsocketConsumer(AsyncConsumer):
@@ -180,15 +185,7 @@ class SyncConsumer(AsyncConsumer):
         await database_sync_to_async(self._dispatch_sync)(event)
 
     def _dispatch_sync(self, event: Any) -> None:
-        event_type = event.type if isinstance(event, GroupMessage) else event["type"]
-        name = handler_name(event_type)
-        handler = getattr(self, name, None) if not name.startswith("_") else None
-        if handler is None:
-            raise ValueError(
-                f"{type(self).__qualname__} has no handler for event type {event_type!r} "
-                f"(define a method named {name!r})"
-            )
-        handler(event)
+        self.handler_for(event)(event)
 
 
 class WebsocketConsumer(SyncConsumer):

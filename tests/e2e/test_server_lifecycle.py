@@ -14,7 +14,15 @@ import psutil
 import pytest
 from websockets.asyncio.client import connect, unix_connect
 
-from support.processes import TEST_PROJECT, Stack, base_env, free_port, wait_until
+from support.processes import (
+    TEST_PROJECT,
+    Stack,
+    base_env,
+    free_port,
+    none_running,
+    process_tree,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -102,7 +110,7 @@ async def test_sigterm_closes_with_1001_runs_disconnect_and_leaves_no_process(st
         ws = await connect(f"{server.ws_url}/ws/group/g{i % 2}/")
         json.loads(await ws.recv())
         clients.append(ws)
-    tree = [server.pid] + [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
+    tree = process_tree(server.pid)
     assert len(tree) >= 4  # supervisor, embedded broker, two workers
     server.signal(signal.SIGTERM)
     for ws in clients:
@@ -111,16 +119,7 @@ async def test_sigterm_closes_with_1001_runs_disconnect_and_leaves_no_process(st
     assert server.wait(20) == 0
     disconnects = [line for line in server.events() if line.startswith("disconnect ")]
     assert len(disconnects) == 6 and all(line.endswith(" 1001") for line in disconnects)
-    wait_until(
-        lambda: (
-            not any(
-                psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                for pid in tree
-            )
-        ),
-        10,
-        "every process of the server to exit",
-    )
+    wait_until(lambda: none_running(tree), 10, "every process of the server to exit")
 
 
 def test_sigterm_while_waiting_for_brokers_stops_at_once(stack: Stack) -> None:

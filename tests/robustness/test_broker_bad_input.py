@@ -479,13 +479,6 @@ async def test_unknown_event_kinds_are_dropped_by_the_receiving_edge_which_keeps
     assert edge.alive() and edge.readyz()[0] == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the edge trusts the group named in a CONTROL event: a non-string group enters "
-    "its GroupIndex and every reconnect's hello then fails in ShardRing.owner, so the "
-    "worker's broker link fails in a loop (django_ws_edge.layer.EdgeChannelLayer."
-    "_apply_control should check the name and drop the event with a count)",
-)
 async def test_a_control_event_with_a_bad_group_leaves_the_edge_link_up(stack: Stack) -> None:
     broker = stack.broker()
     edge = stack.edge(workers=1, broker=broker.listen)

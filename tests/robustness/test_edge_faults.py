@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from support.clients import join, on_distinct_workers
-from support.processes import EdgeServer, Stack, wait_until
+from support.processes import EdgeServer, Stack, none_running, process_tree, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,7 +159,7 @@ async def test_whole_server_sigterm_under_traffic(stack: Stack) -> None:
     server = stack.edge(workers=2)
     traffic, clients = await start_traffic(server, groups=5, members=4)
     await asyncio.sleep(0.5)
-    tree = [server.pid] + [p.pid for p in children(server)]
+    tree = process_tree(server.pid)
     server.signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait, 30) == 0
     await asyncio.sleep(0.2)
@@ -171,14 +171,4 @@ async def test_whole_server_sigterm_under_traffic(stack: Stack) -> None:
     )
     assert codes == {1001} and len(traffic.closed) == len(clients)
     assert len(disconnects) == len(clients) and all(line.endswith(" 1001") for line in disconnects)
-    await asyncio.to_thread(
-        wait_until,
-        lambda: (
-            not any(
-                psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                for p in tree
-            )
-        ),
-        10,
-        "every process to exit",
-    )
+    await asyncio.to_thread(wait_until, lambda: none_running(tree), 10, "every process to exit")

@@ -36,6 +36,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    import psutil
+
+    return [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
+
+
+def none_running(pids: list[int]) -> bool:
+    """Whether every one of ``pids`` has exited (zombies awaiting their parent count)."""
+    import psutil
+
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
 def wait_until(
     predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
 ) -> None:

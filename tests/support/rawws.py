@@ -24,7 +24,9 @@ def handshake(path: str = "/ws/echo/", host: str = "localhost", **headers: str) 
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def connect(address: tuple[str, int], timeout: float = 5, rcvbuf: int | None = None) -> socket.socket:
+def connect(
+    address: tuple[str, int], timeout: float = 5, rcvbuf: int | None = None
+) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -53,7 +55,9 @@ def status_of(head: bytes) -> int | None:
     return int(head.split(b" ", 2)[1])
 
 
-def open_websocket(address: tuple[str, int], path: str = "/ws/echo/", rcvbuf: int | None = None) -> socket.socket:
+def open_websocket(
+    address: tuple[str, int], path: str = "/ws/echo/", rcvbuf: int | None = None
+) -> socket.socket:
     sock = connect(address, rcvbuf=rcvbuf)
     sock.sendall(handshake(path))
     head = response_head(sock)
@@ -61,7 +65,9 @@ def open_websocket(address: tuple[str, int], path: str = "/ws/echo/", rcvbuf: in
     return sock
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
+) -> bytes:
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     length = len(payload)
     mask_bit = 0x80 if masked else 0

@@ -28,7 +28,7 @@ from django_ws_edge.group_index import GroupIndex
 from django_ws_edge.links import BrokerLink, LinkHandlers
 from django_ws_proto import codec
 from django_ws_proto import tracing as wire_tracing
-from django_ws_proto.names import channel_home, require_group_name
+from django_ws_proto.names import channel_home, group_name_error, require_group_name
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
 
@@ -307,6 +307,12 @@ class EdgeChannelLayer(ChannelLayer):
     def _apply_control(self, channel: str, decoded: codec.DecodedEvent) -> None:
         group = decoded.body.get("group", "")
         if channel not in self.connections and channel not in self._queues:
+            return
+        error = group_name_error(group)
+        if error is not None or decoded.type not in ("group_add", "group_discard"):
+            # Never let a bad name into the index: every later hello would carry it.
+            metrics.UNDECODABLE_EVENTS.inc()
+            logger.error("control event %r for %s dropped: %s", decoded.type, channel, error)
             return
         if decoded.type == "group_add":
             if self.index.add(group, channel):

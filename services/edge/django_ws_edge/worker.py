@@ -57,7 +57,6 @@ class Worker:
         self.capacity = layer.config.capacity
         self.server: Server | None = None
         self.draining = False
-        self.active = 0
         self.bad_request_log = SourceLogLimiter()
         self._status_file = (
             os.fdopen(options.status_fd, "w", buffering=1) if options.status_fd else None
@@ -79,10 +78,14 @@ class Worker:
     ) -> Response | None:
         if self.draining:
             return self._respond(websocket, 503)
-        if self.active >= self.options.max_connections:
-            logger.warning(
-                "connection limit of %d reached: answering 503", self.options.max_connections
-            )
+        # Connections count from the start of their handshake until their consumer
+        # finishes, so a storm of simultaneous handshakes cannot overshoot the limit.
+        if len(self.layer.connections) >= self.options.max_connections:
+            if self.bad_request_log.allow("connection limit"):
+                logger.warning(
+                    "connection limit of %d reached: answering 503 (logged once a second)",
+                    self.options.max_connections,
+                )
             return self._respond(websocket, 503)
         with span("django_ws connect", SpanKind.SERVER, path=request.path) as current:
             response = await self._handshake(websocket, request)
@@ -115,6 +118,9 @@ class Worker:
         port = EdgeConnection(websocket, self.layer, self.capacity)
         websocket.django_ws_port = port  # type: ignore[attr-defined]
         self.layer.register(port)
+        websocket.connection_lost_waiter.add_done_callback(
+            lambda _lost: self._lost_before_open(port)
+        )
         port.task = asyncio.get_running_loop().create_task(self._run_app(scope, port))
         waiters: set[asyncio.Future[Any]] = {port.decision, port.task}
         try:
@@ -130,6 +136,18 @@ class Worker:
                 return None
             return self._respond(websocket, decision.status)
         return self._respond(websocket, self._status_for(port.task))
+
+    def _lost_before_open(self, port: EdgeConnection) -> None:
+        """The connection ended before websockets handed it to :meth:`handler` (the
+        client vanished during the handshake, or the server began shutting down): end
+        the consumer here, so nothing is left waiting for a disconnect that would never
+        come."""
+        if port.opened.done() or port.task is None or port.task.done():
+            return
+        if port.accepted:
+            port.deliver_disconnect(1006)
+        else:
+            port.task.cancel()
 
     def _status_for(self, task: asyncio.Task[None]) -> int:
         """The HTTP status for a stack that ended without deciding the handshake."""
@@ -172,7 +190,6 @@ class Worker:
 
     async def handler(self, websocket: ServerConnection) -> None:
         port = self._port_of(websocket)
-        self.active += 1
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECTIONS_OPEN.inc()
         port.opened.set_result(None)
@@ -214,7 +231,6 @@ class Worker:
                 )
             except Exception:
                 pass  # already logged by the port
-            self.active -= 1
 
     # Life ----------------------------------------------------------------------------
 
