@@ -32,6 +32,22 @@ from django_ws_proto.codec import DEFAULT_MAX_EVENT_BYTES
 
 _HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
 
+CONFIG_KEYS = frozenset(
+    {
+        "address",
+        "brokers",
+        "shards",
+        "tls",
+        "timeout",
+        "connect_timeout",
+        "capacity",
+        "expiry",
+        "group_expiry",
+        "max_event_bytes",
+    }
+)
+"""The keys CONFIG understands; others are kept in ``TransportConfig.extra``."""
+
 DEFAULT_CAPACITY = 100
 """Events waiting for one consumer before further ones fail (Channels' default)."""
 
@@ -249,18 +265,6 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         raise InvalidChannelLayerError(
             f"{setting}['max_event_bytes'] must be an int >= 64, got {max_event_bytes!r}"
         )
-    known = {
-        "address",
-        "brokers",
-        "shards",
-        "tls",
-        "timeout",
-        "connect_timeout",
-        "capacity",
-        "expiry",
-        "group_expiry",
-        "max_event_bytes",
-    }
     return TransportConfig(
         brokers=brokers,
         shards=shards,
@@ -273,5 +277,5 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         group_expiry=_number(config, "group_expiry", 86400.0, setting),
         max_event_bytes=max_event_bytes,
         embedded=embedded,
-        extra={k: v for k, v in config.items() if k not in known},
+        extra={k: v for k, v in config.items() if k not in CONFIG_KEYS},
     )

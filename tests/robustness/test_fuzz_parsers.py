@@ -17,7 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from django_ws_client.exceptions import InvalidChannelLayerError
-from django_ws_client.transport.config import TransportConfig, parse_config
+from django_ws_client.transport.config import CONFIG_KEYS, TransportConfig, parse_config
 from django_ws_proto import codec, names
 from django_ws_proto.v1 import broker_pb2
 
@@ -133,21 +133,7 @@ def test_fuzz_name_rules_answer_and_agree_with_their_description(name: object) -
         assert names.channel_home(name) == name.split("!", 1)[0]
 
 
-config_keys = st.sampled_from(
-    [
-        "address",
-        "brokers",
-        "shards",
-        "tls",
-        "timeout",
-        "connect_timeout",
-        "capacity",
-        "expiry",
-        "group_expiry",
-        "max_event_bytes",
-        "unknown",
-    ]
-)
+config_keys = st.sampled_from(sorted(CONFIG_KEYS) + ["unknown"])
 config_values = st.one_of(
     st.none(),
     st.booleans(),
