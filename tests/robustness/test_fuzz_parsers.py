@@ -133,7 +133,7 @@ def test_fuzz_name_rules_answer_and_agree_with_their_description(name: object) -
         assert names.channel_home(name) == name.split("!", 1)[0]
 
 
-config_keys = st.sampled_from(sorted(CONFIG_KEYS) + ["unknown"])
+config_keys = st.sampled_from([*sorted(CONFIG_KEYS), "unknown"])
 config_values = st.one_of(
     st.none(),
     st.booleans(),
