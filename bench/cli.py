@@ -24,7 +24,14 @@ from typing import Any
 from bench.loadgen import ensure_node_modules, kill_generators
 from bench.processes import ProcessRegistry
 from bench.scenarios import RunOptions, Scenario, ScenarioRunner, custom_fanout, default_scenarios
-from bench.systems import BENCH_DIR, redis_server_path, start_system, stop_system, system_specs
+from bench.systems import (
+    BENCH_DIR,
+    redis_server_path,
+    snapshot_server_code,
+    start_system,
+    stop_system,
+    system_specs,
+)
 
 RESULTS_DIR = BENCH_DIR / "results"
 SYSTEM_ORDER = ["bare", "django-ws", "django-ws-w1", "channels-pubsub", "channels-core"]
@@ -237,7 +244,9 @@ async def run_all(
         redis_server_path()  # fail now, with the install hint, not after an hour
     scenarios = _scenarios(args)
     options = _options(args)
+    code_digest = snapshot_server_code(workdir)
     data: dict[str, Any] = {
+        "server_code_sha256": code_digest,
         "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
@@ -350,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
             from bench.broker_micro import run_broker_micro
             from bench.report import machine_info
 
+            snapshot_server_code(workdir)
             result = asyncio.run(
                 run_broker_micro(
                     registry,

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -71,12 +72,47 @@ def system_specs(workers: int) -> dict[str, SystemSpec]:
     }
 
 
+SERVER_PACKAGES = {
+    "django_ws_client": ROOT / "django_ws_client",
+    "django_ws_proto": ROOT / "proto" / "django_ws_proto",
+    "django_ws_edge": ROOT / "services" / "edge" / "django_ws_edge",
+    "django_ws_broker": ROOT / "services" / "broker" / "django_ws_broker",
+}
+
+_snapshot: Path | None = None
+
+
+def snapshot_server_code(workdir: Path) -> str:
+    """Copy django-ws' packages as they are now into ``workdir`` and serve from the copy.
+
+    The working tree may change while a run lasts (others commit in it); every server
+    of the run then runs the same code, the code of the run's start. Returns a digest
+    of that code, recorded with the results.
+    """
+    global _snapshot
+    target = workdir / "server-code"
+    digest = hashlib.sha256()
+    for name, source in SERVER_PACKAGES.items():
+        shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for path in sorted((target / name).rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(target)).encode())
+                digest.update(path.read_bytes())
+    _snapshot = target
+    return digest.hexdigest()[:16]
+
+
 def python_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["PYTHONUNBUFFERED"] = "1"
     # The server processes must not write .pyc files or profiles into the checkout.
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if _snapshot is not None:
+        # Ahead of the editable install's finder: the servers import the snapshot.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(_snapshot), env.get("PYTHONPATH", "")) if p
+        )
     env.update(extra)
     return env
 
