@@ -26,6 +26,7 @@ from bench.processes import ProcessRegistry
 from bench.scenarios import RunOptions, Scenario, ScenarioRunner, custom_fanout, default_scenarios
 from bench.systems import (
     BENCH_DIR,
+    SystemSpec,
     redis_server_path,
     snapshot_server_code,
     start_system,
@@ -112,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", type=int, help="repeats of a failed step before it counts (default 1, quick 0)"
     )
     run.add_argument(
+        "--patience",
+        type=int,
+        help="failed rates in a row that end a ladder (default 2, quick 1)",
+    )
+    run.add_argument(
         "--generators",
         type=int,
         default=None,
@@ -145,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--output", type=Path, help="results JSON path (default bench/results/<time>.json)"
+    )
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every system this many times, in rounds (A, B, C, A, B, C, ...), and report "
+        "the median run: on a shared machine, other load comes and goes",
     )
     run.add_argument(
         "--profile-rate",
@@ -223,6 +236,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         drain_seconds=args.drain_seconds,
         refine=args.refine if args.refine is not None else (0 if quick else 2),
         retries=args.retries if args.retries is not None else (0 if quick else 1),
+        patience=args.patience if args.patience is not None else (1 if quick else 2),
         generators=args.generators or max(1, min(4, (os.cpu_count() or 2) // 2)),
         payload_bytes=args.payload_bytes,
         settle_seconds=1.0 if quick else 2.0,
@@ -260,40 +274,15 @@ async def run_all(
         },
         "scenarios": {s.key: {"scenario": s.describe(), "results": {}} for s in scenarios},
     }
-    for key in systems:
-        spec = specs[key]
-        wanted = [
-            s for s in scenarios if key != "django-ws-w1" or s.key in FAN_OUT_EFFICIENCY_SCENARIOS
-        ]
-        if not wanted:
-            continue
-        log(f"== {spec.label}")
-        started = time.monotonic()
-        system = start_system(spec, registry, workdir)
-        log(f"   serving on {system.url} after {time.monotonic() - started:.1f}s")
-        data["systems"][key]["pids"] = system.worker_pids()
-        try:
-            for index, scenario in enumerate(wanted):
-                if scenario.kind == "idle" and index > 0:
-                    # Memory is measured on a server that has served nothing else: what
-                    # earlier scenarios left in the allocator would hide the growth.
-                    stop_system(system, registry)
-                    system = start_system(spec, registry, workdir)
-                log(f"  {scenario.key} {scenario.title}")
-                runner = ScenarioRunner(system, options, log)
-                try:
-                    result = await runner.run(scenario)
-                except (RuntimeError, TimeoutError) as exc:
-                    log(f"    error: {exc}")
-                    result = {"error": str(exc)[:500]}
-                data["scenarios"][scenario.key]["results"][key] = result
-                for process in system.processes:
-                    if not process.alive():
-                        raise RuntimeError(
-                            f"{process.name} died during {scenario.key}:\n{process.log()}"
-                        )
-        finally:
-            stop_system(system, registry)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.key: {} for s in scenarios}
+    for round_index in range(args.repeat):
+        if args.repeat > 1:
+            log(f"=== round {round_index + 1} of {args.repeat}")
+        for key in systems:
+            await _run_system(specs[key], scenarios, options, registry, workdir, data, runs)
+    for scenario in scenarios:
+        for key, results in runs[scenario.key].items():
+            data["scenarios"][scenario.key]["results"][key] = _median_run(scenario.kind, results)
     if not args.no_broker and not args.connections:
         from bench.broker_micro import run_broker_micro
 
@@ -305,6 +294,74 @@ async def run_all(
     data["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data["load_average_at_end"] = list(os.getloadavg())
     return data
+
+
+async def _run_system(
+    spec: SystemSpec,
+    scenarios: list[Scenario],
+    options: RunOptions,
+    registry: ProcessRegistry,
+    workdir: Path,
+    data: dict[str, Any],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+) -> None:
+    """Start one system, run its scenarios against it, stop it (whatever happens)."""
+    key = spec.key
+    wanted = [
+        s for s in scenarios if key != "django-ws-w1" or s.key in FAN_OUT_EFFICIENCY_SCENARIOS
+    ]
+    if not wanted:
+        return
+    log(f"== {spec.label}")
+    started = time.monotonic()
+    system = start_system(spec, registry, workdir)
+    log(f"   serving on {system.url} after {time.monotonic() - started:.1f}s")
+    data["systems"][key].setdefault("pids", []).extend(system.worker_pids())
+    try:
+        for index, scenario in enumerate(wanted):
+            if scenario.kind == "idle" and index > 0:
+                # Memory is measured on a server that has served nothing else: what
+                # earlier scenarios left in the allocator would hide the growth.
+                stop_system(system, registry)
+                system = start_system(spec, registry, workdir)
+                data["systems"][key]["pids"].extend(system.worker_pids())
+            log(f"  {scenario.key} {scenario.title}")
+            runner = ScenarioRunner(system, options, log)
+            try:
+                result = await runner.run(scenario)
+            except (RuntimeError, TimeoutError) as exc:
+                log(f"    error: {exc}")
+                result = {"error": str(exc)[:500]}
+            runs[scenario.key].setdefault(key, []).append(result)
+            for process in system.processes:
+                if not process.alive():
+                    raise RuntimeError(
+                        f"{process.name} died during {scenario.key}:\n{process.log()}"
+                    )
+    finally:
+        stop_system(system, registry)
+
+
+_HEADLINE = {
+    "fanout": "max_deliveries_per_s",
+    "echo": "round_trips_per_s",
+    "idle": "rss_per_connection_bytes",
+}
+
+
+def _median_run(kind: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """With --repeat, the run whose headline figure is the median, with every run's
+    figure beside it; a single run as it is."""
+    if len(results) == 1:
+        return results[0]
+    metric = _HEADLINE[kind]
+    good = [r for r in results if "error" not in r]
+    if not good:
+        return results[0]
+    ordered = sorted(good, key=lambda r: r[metric])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["repeats"] = [r.get(metric) for r in results]
+    return chosen
 
 
 def _print_and_save(data: dict[str, Any], output: Path, plot_dir: Path | None) -> None:

@@ -243,8 +243,9 @@ def table_lines(data: dict[str, Any]) -> list[str]:
     if fanouts:
         lines += [
             "| scenario | system | max deliveries/s (p99 < 100 ms, no loss) "
-            "| server / other processes' CPU there | p50 / p99 ms at fixed rate | stopped by |",
-            "| --- | --- | ---: | ---: | ---: | --- |",
+            "| server / other processes' CPU there | server CPU per delivery there "
+            "| p50 / p99 ms at fixed rate | stopped by |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- |",
         ]
         for key in fanouts:
             scenario = scenarios[key]
@@ -268,9 +269,17 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                     if step
                     else "-"
                 )
+                per_delivery = (
+                    f"{step['server_cpu_cores'] / step['deliveries_per_s'] * 1e6:.0f} us"
+                    if step and step.get("deliveries_per_s")
+                    else "-"
+                )
+                repeats = result.get("repeats")
+                spread = f" (runs: {', '.join(_fmt_rate(r) for r in repeats)})" if repeats else ""
                 lines.append(
                     f"| {key} {spec['title']} | {label} "
-                    f"| {_fmt_rate(result['max_deliveries_per_s'], result['at_least'])} | {cpu} "
+                    f"| {_fmt_rate(result['max_deliveries_per_s'], result['at_least'])}{spread} "
+                    f"| {cpu} | {per_delivery} "
                     f"| {fixed_text} at {spec['fixed_rate']:,.0f}/s | {result['limit']} |"
                 )
         lines.append("")

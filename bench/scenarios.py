@@ -49,6 +49,7 @@ class RunOptions:
     warmup_seconds: float = 2.0
     drain_seconds: float = 2.0
     refine: int = 2
+    patience: int = 2
     retries: int = 1
     generators: int = 2
     payload_bytes: int = 100
@@ -318,19 +319,26 @@ class ScenarioRunner:
             fixed = await self._measured_step(gens, scenario.fixed_rate, options.step_seconds)
             ladder: list[StepResult] = []
             best: StepResult | None = fixed if fixed.passed else None
-            failed_at: StepResult | None = None
+            failures_in_a_row = 0
             for rate in scenario.ladder:
                 result = await self._step_with_retries(gens, rate)
                 ladder.append(result)
                 if result.passed:
                     if best is None or result.rate > best.rate:
                         best = result
+                    failures_in_a_row = 0
                     continue
-                failed_at = result
-                break
-            if failed_at is not None and failed_at.valid and options.refine:
+                failures_in_a_row += 1
+                # An invalid step ends the ladder (the generator is the limit); a failed
+                # one only after --patience failed rates in a row, so that one noisy
+                # moment on a shared machine does not end it.
+                if not result.valid or failures_in_a_row >= options.patience:
+                    break
+            above = [s for s in ladder if not s.passed and (best is None or s.rate > best.rate)]
+            lowest_failure = min(above, key=lambda s: s.rate) if above else None
+            if lowest_failure is not None and lowest_failure.valid and options.refine:
                 low = best.rate if best else 0.0
-                high = failed_at.rate
+                high = lowest_failure.rate
                 for _ in range(options.refine):
                     if low <= 0:
                         break
@@ -349,7 +357,7 @@ class ScenarioRunner:
                             break
             # What stopped the ladder: the lowest failing step above the best one.
             above = [s for s in ladder if not s.passed and (best is None or s.rate > best.rate)]
-            stopper = min(above, key=lambda s: s.rate) if above else failed_at
+            stopper = min(above, key=lambda s: s.rate) if above else None
             if stopper is None:
                 limit = "top of the ladder reached"
             elif not stopper.valid:
@@ -365,7 +373,7 @@ class ScenarioRunner:
                 "max_deliveries_per_s": best.rate if best else 0.0,
                 "max_achieved_deliveries_per_s": best.outcome["deliveries_per_s"] if best else 0.0,
                 "max_step": best.as_dict() if best else None,
-                "at_least": failed_at is None or not failed_at.valid,
+                "at_least": stopper is None or not stopper.valid,
                 "limit": limit,
             }
         finally:
