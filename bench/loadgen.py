@@ -31,6 +31,9 @@ NODE_MISSING = (
 LIVE_GENERATORS: set[int] = set()
 """Pids of generator processes not yet stopped, killed by :func:`kill_generators`."""
 
+CLOSE_GRACE_SECONDS = 0.2
+"""Wait after the last expected delivery before counting a step's closed connections."""
+
 BUCKETS_PER_E = 100
 """Histogram resolution shared with loadgen.js: bucket i starts at e^(i/100) microseconds."""
 
@@ -243,6 +246,17 @@ class LoadGenerators:
             "seconds": max(a["seconds"] for a in answers),
         }
 
+    async def reopen_closed(self, url: str, timeout: float = 60.0) -> dict[str, int]:
+        """Open again every connection the server closed; returns how many."""
+        answers = await self._all(
+            [{"cmd": "reopen", "url": url, "timeout": timeout}] * len(self.generators),
+            timeout=timeout * 4 + 60,
+        )
+        return {
+            "reopened": sum(a["reopened"] for a in answers),
+            "failed": sum(a["failed"] for a in answers),
+        }
+
     # Fan-out -------------------------------------------------------------------------
 
     async def fanout_step(
@@ -287,6 +301,9 @@ class LoadGenerators:
                 break
             await asyncio.sleep(0.05)
         drain_seconds = loop.time() - drain_started
+        # A server that closes a member (1013) sends the close frame after the data it
+        # had queued: give such frames a moment to arrive, so the step owns its closes.
+        await asyncio.sleep(CLOSE_GRACE_SECONDS)
         collected = await self._all([{"cmd": "collect"}] * len(self.generators), timeout=30)
         histogram = Histogram()
         missing = extra = received = 0

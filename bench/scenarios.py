@@ -213,6 +213,7 @@ class ScenarioRunner:
         self.options = options
         self.log = log
         self._step = 0
+        self._closed_connections = False
 
     def _judge(self, rate: float, outcome: dict[str, Any], cpu: float) -> StepResult:
         options = self.options
@@ -242,6 +243,14 @@ class ScenarioRunner:
     async def _measured_step(self, gens: LoadGenerators, rate: float, seconds: float) -> StepResult:
         self._step += 1
         self._step_seconds = seconds
+        reopened = 0
+        if self._closed_connections:
+            # A step that overloaded the server may have closed members (1013): the
+            # next step starts with every member present again, or it measures nothing.
+            again = await gens.reopen_closed(self.system.url)
+            reopened = again["reopened"]
+            self.log(f"    reopened {reopened} connections the server had closed")
+            await asyncio.sleep(self.options.pause_seconds)
         profile = self._start_profile(rate, seconds)
         meter = CpuMeter(self.system.server_tree(), gens.pids())
         outcome = await gens.fanout_step(
@@ -254,6 +263,8 @@ class ScenarioRunner:
         cores, others = meter.read()
         outcome["other_processes_cpu_cores"] = round(others, 3)
         outcome["machine_busy_cores"] = round(meter.machine_cores, 3)
+        outcome["reopened_before_step"] = reopened
+        self._closed_connections = outcome["open"] < len(gens.conns)
         if profile is not None:
             outcome["profiles"] = [str(path) for path in await profile]
         result = self._judge(rate, outcome, cores)

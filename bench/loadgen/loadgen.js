@@ -185,6 +185,23 @@ class Generator {
     });
   }
 
+  // Open again the connections the server closed (a step that overloaded it may have
+  // closed slow consumers), so that the next step starts with every member present.
+  async reopenClosed(command) {
+    const closed = this.conns.filter((conn) => !conn.open);
+    const timeoutMs = (command.timeout || 30) * 1000;
+    let failed = 0;
+    for (const conn of closed) {
+      conn.lastSeq.fill(-1);
+      try {
+        await this.openOne(command.url, conn, timeoutMs);
+      } catch (err) {
+        failed += 1;
+      }
+    }
+    reply({ ev: "reopened", reopened: closed.length - failed, failed });
+  }
+
   closeAll() {
     for (const conn of this.conns) {
       if (conn.ws && conn.open) conn.ws.close(1000);
@@ -240,6 +257,7 @@ class Generator {
     this.gaps = 0;
     this.reorders = 0;
     this.foreign = 0;
+    this.closes = {}; // per step: closes seen since this step started
     for (const conn of this.conns) conn.received = 0;
     this.padding = "x".repeat(Math.max(0, command.bytes - 60));
     const senders = this.conns;
@@ -337,6 +355,7 @@ class Generator {
     this.maxLatencyUs = 0;
     this.echoCount = 0;
     this.foreign = 0;
+    this.closes = {};
     this.padding = "x".repeat(Math.max(0, command.bytes - 40));
     this.echoRunning = true;
     const cpuStart = process.cpuUsage();
@@ -390,6 +409,9 @@ function main() {
     switch (command.cmd) {
       case "open":
         await generator.openAll(command);
+        break;
+      case "reopen":
+        await generator.reopenClosed(command);
         break;
       case "publish":
         reply(await generator.publish(command));
