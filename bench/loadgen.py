@@ -346,6 +346,7 @@ class LoadGenerators:
             "latency": histogram.summary(),
             "generator_cpu": [round(a["cpu"], 3) for a in published],
             "generator_cpu_with_drain": [round(a["cpu_total"], 3) for a in collected],
+            "generator_max_loop_lag_ms": max(a["max_loop_lag_ms"] for a in collected),
             "max_buffered_bytes": max(a["max_buffered"] for a in published),
         }
 

@@ -167,6 +167,7 @@ class CpuMeter:
         self.server_before, _ = tree_usage(server)
         self.own_before, _ = tree_usage(own)
         self.machine_before = _machine_busy()
+        self.steal_before = getattr(psutil.cpu_times(), "steal", 0.0)
         self.wall_before = time.monotonic()
 
     def read(self) -> tuple[float, float]:
@@ -177,6 +178,8 @@ class CpuMeter:
         own = tree_usage(self.own)[0] - self.own_before
         machine = _machine_busy() - self.machine_before
         self.machine_cores = machine / wall
+        # Time the hypervisor gave this VM's vCPUs to someone else: invisible load.
+        self.steal_cores = (getattr(psutil.cpu_times(), "steal", 0.0) - self.steal_before) / wall
         return server / wall, max(0.0, machine - server - own) / wall
 
 
@@ -263,6 +266,7 @@ class ScenarioRunner:
         cores, others = meter.read()
         outcome["other_processes_cpu_cores"] = round(others, 3)
         outcome["machine_busy_cores"] = round(meter.machine_cores, 3)
+        outcome["steal_cores"] = round(meter.steal_cores, 3)
         outcome["reopened_before_step"] = reopened
         self._closed_connections = outcome["open"] < len(gens.conns)
         if profile is not None:
@@ -277,7 +281,9 @@ class ScenarioRunner:
             f"    {rate:>9,.0f} deliv/s offered  got {outcome['deliveries_per_s']:>9,.0f}/s  "
             f"p50 {_ms(latency['p50_ms'])}  p99 {_ms(latency['p99_ms'])}  "
             f"missing {outcome['missing']}  server {cores:.2f} cores  "
-            f"gen {max(outcome['generator_cpu']):.0%}  others {others:.1f}  "
+            f"gen {max(outcome['generator_cpu']):.0%} "
+            f"lag {outcome['generator_max_loop_lag_ms']:.0f} ms  "
+            f"others {others:.1f}  "
             f"{'pass' if result.passed else ('INVALID' if not result.valid else 'fail')}"
             f"{'  (' + '; '.join(result.reasons) + ')' if result.reasons else ''}"
         )

@@ -21,6 +21,7 @@ const WebSocket = require("ws");
 // about 1% wide; 2000 buckets reach past 8 minutes.
 const BUCKETS = 2000;
 const TICK_MS = 2;
+const LAG_INTERVAL_MS = 10;
 
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 
@@ -113,6 +114,16 @@ class Generator {
     this.mode = "fanout";
     this.echoRunning = false;
     this.echoCount = 0;
+    // Event-loop lag: how late a 10 ms timer fires. A generator whose loop stalls (GC,
+    // starved of CPU) stamps and reads messages late, and its latencies with it.
+    this.maxLagMs = 0;
+    let expected = performance.now() + LAG_INTERVAL_MS;
+    setInterval(() => {
+      const now = performance.now();
+      const lag = now - expected;
+      if (lag > this.maxLagMs) this.maxLagMs = lag;
+      expected = now + LAG_INTERVAL_MS;
+    }, LAG_INTERVAL_MS).unref();
   }
 
   // Connections ---------------------------------------------------------------------
@@ -258,6 +269,7 @@ class Generator {
     this.reorders = 0;
     this.foreign = 0;
     this.closes = {}; // per step: closes seen since this step started
+    this.maxLagMs = 0;
     for (const conn of this.conns) conn.received = 0;
     this.padding = "x".repeat(Math.max(0, command.bytes - 60));
     const senders = this.conns;
@@ -343,6 +355,7 @@ class Generator {
       reorders: this.reorders,
       foreign: this.foreign,
       closes: this.closes,
+      max_loop_lag_ms: Math.round(this.maxLagMs * 10) / 10,
       cpu_total: (cpu.user + cpu.system) / wall,
     };
   }
