@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = commands.add_parser("broker", help="run only the broker micro-benchmark")
     broker.add_argument("--publishes", type=int, default=50_000)
-    broker.add_argument("--rounds", type=int, default=3)
+    broker.add_argument("--rounds", type=int, default=5)
     broker.add_argument("--edges", type=int, default=4)
     broker.add_argument(
         "--batch", type=int, default=20, help="publishes per Attach frame (default 20)"
@@ -289,7 +289,7 @@ async def run_all(
         log("== broker micro-benchmark")
         publishes = args.broker_publishes or (10_000 if args.quick else 50_000)
         data["broker"] = await run_broker_micro(
-            registry, workdir, publishes=publishes, rounds=2 if args.quick else 3, log=log
+            registry, workdir, publishes=publishes, rounds=2 if args.quick else 5, log=log
         )
     data["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data["load_average_at_end"] = list(os.getloadavg())
