@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ladder-start/--ladder-factor/--ladder-top)",
     )
     run.add_argument(
-        "--ladder-start", type=float, help="first ladder rate, deliveries/s (default 250)"
+        "--ladder-start",
+        type=float,
+        help="first ladder rate, deliveries/s (default 250, quick 1000)",
     )
     run.add_argument(
         "--ladder-factor", type=float, help="ladder growth per step (default 2, quick 4)"
@@ -232,14 +234,14 @@ def _options(args: argparse.Namespace) -> RunOptions:
         step_seconds=args.step_seconds or (1.0 if quick else 5.0),
         warmup_seconds=args.warmup_seconds
         if args.warmup_seconds is not None
-        else (1.0 if quick else 2.0),
+        else (0.5 if quick else 2.0),
         drain_seconds=args.drain_seconds,
         refine=args.refine if args.refine is not None else (0 if quick else 2),
         retries=args.retries if args.retries is not None else (0 if quick else 1),
         patience=args.patience if args.patience is not None else (1 if quick else 2),
         generators=args.generators or max(1, min(4, (os.cpu_count() or 2) // 2)),
         payload_bytes=args.payload_bytes,
-        settle_seconds=1.0 if quick else 2.0,
+        settle_seconds=0.5 if quick else 2.0,
         profile_rate=args.profile_rate,
         profile_dir=args.profile_dir,
     )

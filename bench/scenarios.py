@@ -98,7 +98,7 @@ def default_scenarios(
     """The five scenarios, sized for a 2-core machine (``scale`` multiplies the
     connection counts on bigger ones; ``quick`` shrinks everything for a smoke run)."""
     if quick:
-        start, factor, top = ladder_start or 250.0, ladder_factor or 4.0, ladder_top or 64000.0
+        start, factor, top = ladder_start or 1000.0, ladder_factor or 4.0, ladder_top or 64000.0
         conns, echo_conns, idle = 200, 50, idle_connections or 500
     else:
         start, factor, top = ladder_start or 250.0, ladder_factor or 2.0, ladder_top or 256000.0
