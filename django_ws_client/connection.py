@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind
 
 from django_ws_client.exceptions import StopConsumer
-from django_ws_client.tracing import span
+from django_ws_client.tracing import span, tracing_enabled
 
 if TYPE_CHECKING:
     from django_ws_client.transport.base import ChannelLayer
@@ -134,6 +134,7 @@ class ConnectionPort(ABC):
         # Named after the consumer, so the loop watchdog (and asyncio's debug mode) can
         # say which consumer blocked the loop.
         task_name = f"{type(consumer).__qualname__} on {self.channel_name}"
+        traced = tracing_enabled()
         try:
             while True:
                 if not self._inbox:
@@ -158,9 +159,8 @@ class ConnectionPort(ABC):
                     task.set_name(f"{task_name} handling {event_type!r}")
                 is_connect = event_type == "websocket.connect"
                 is_disconnect = event_type == "websocket.disconnect"
-                is_receive = event_type == "websocket.receive"
                 try:
-                    if is_receive:
+                    if traced and event_type == "websocket.receive":
                         with span("django_ws receive", SpanKind.SERVER, channel=self.channel_name):
                             await consumer.dispatch(event)
                     else:
