@@ -10,7 +10,7 @@ for the async one. Every event, from the socket or from a group, goes through
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from asgiref.sync import async_to_sync
@@ -35,13 +35,13 @@ class ConsumerHandler:
         self.consumer_class = consumer_class
         self.initkwargs = initkwargs
 
-    async def __call__(self, scope: Scope, port: ConnectionPort) -> None:
+    def __call__(self, scope: Scope, port: ConnectionPort) -> Awaitable[None]:
         consumer = self.consumer_class(**self.initkwargs)
         consumer.scope = scope
         consumer.channel_layer = port.layer
         consumer.channel_name = port.channel_name
         consumer.base_port = port
-        await port.run(consumer)
+        return port.run(consumer)
 
     def __repr__(self) -> str:
         return f"<ConsumerHandler {self.consumer_class.__qualname__}>"

@@ -11,6 +11,7 @@ handshake without ``Origin`` comes from a non-browser client and is allowed only
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -70,7 +71,7 @@ def origin_allowed(origin: bytes | None, patterns: list[str]) -> bool:
 
 
 class OriginMiddleware(BaseMiddleware):
-    async def __call__(self, scope: Scope, port: ConnectionPort) -> None:
+    def __call__(self, scope: Scope, port: ConnectionPort) -> Awaitable[None]:
         if not origin_allowed(header(scope, b"origin"), allowed_patterns()):
             raise DenyConnection("origin not allowed")
-        return await self.inner(scope, port)
+        return self.inner(scope, port)

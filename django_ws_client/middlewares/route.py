@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from django_ws_client import conf
@@ -26,10 +27,10 @@ class RouteMiddleware(BaseMiddleware):
             )
         self.patterns = load_urlpatterns(module)
 
-    async def __call__(self, scope: Scope, port: ConnectionPort) -> None:
+    def __call__(self, scope: Scope, port: ConnectionPort) -> Awaitable[None]:
         match = resolve(self.patterns, scope["path"])
         if match is None:
             raise HandshakeRejected(404, "no websocket route matches this path")
         scope["url_route"] = {"args": match.args, "kwargs": match.kwargs}
         scope["route_handler"] = match.handler
-        return await self.inner(scope, port)
+        return self.inner(scope, port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ def parse_cookies(scope: Scope) -> dict[str, str]:
 class ScopeMiddleware(BaseMiddleware):
     """The seed's first middleware: completes the scope the server built."""
 
-    async def __call__(self, scope: Scope, port: ConnectionPort) -> None:
+    def __call__(self, scope: Scope, port: ConnectionPort) -> Awaitable[None]:
+        # Not a coroutine: returning the inner app's awaitable keeps this frame off
+        # the stack for the connection's whole life (see BaseMiddleware).
         if "cookies" not in scope:
             scope["cookies"] = parse_cookies(scope)
-        return await self.inner(scope, port)
+        return self.inner(scope, port)
