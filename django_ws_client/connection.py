@@ -11,7 +11,6 @@ groups at the end.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 import time
@@ -56,10 +55,11 @@ class ConnectionPort(ABC):
         self.accepted = False
         self.rejected = False
         self.close_requested = False
-        self.groups: set[str] = set()
         # (arrival time, event): events older than the layer's ``expiry`` are dropped,
-        # as Channels drops messages nobody consumed in time.
-        self._inbox: collections.deque[tuple[float, Event]] = collections.deque()
+        # as Channels drops messages nobody consumed in time. A list, not a deque: it
+        # holds at most ``capacity`` events, and an empty deque keeps a block of 64
+        # slots, which thousands of idle connections would pay for.
+        self._inbox: list[tuple[float, Event]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
         self._disconnect_queued = False
@@ -128,7 +128,7 @@ class ConnectionPort(ABC):
 
     async def run(self, consumer: Any) -> None:
         """Drive ``consumer`` from ``websocket.connect`` to ``websocket.disconnect``."""
-        self._inbox.appendleft((math.inf, {"type": "websocket.connect"}))
+        self._inbox.insert(0, (math.inf, {"type": "websocket.connect"}))
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         # Named after the consumer, so the loop watchdog (and asyncio's debug mode) can
@@ -141,7 +141,7 @@ class ConnectionPort(ABC):
                     self._waiter = loop.create_future()
                     await self._waiter
                     self._waiter = None
-                arrived, event = self._inbox.popleft()
+                arrived, event = self._inbox.pop(0)
                 room = self._room
                 if room is not None and not room.done() and len(self._inbox) < self.capacity:
                     room.set_result(None)

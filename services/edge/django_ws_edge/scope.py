@@ -3,11 +3,46 @@
 from __future__ import annotations
 
 import socket
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request
+
+# Read-only and shared by every connection's scope: the same for all of them.
+_ASGI = MappingProxyType({"version": "3.0", "spec_version": "2.3"})
+
+# The names every handshake carries, as the byte strings the scope holds: one shared
+# object per name instead of one per connection (scopes live as long as connections).
+_COMMON_NAMES = {
+    name: name.encode("latin-1")
+    for name in (
+        "host",
+        "upgrade",
+        "connection",
+        "origin",
+        "cookie",
+        "user-agent",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "pragma",
+        "authorization",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-real-ip",
+    )
+}
+
+
+def _header_name(name: str) -> bytes:
+    lowered = name.lower()
+    return _COMMON_NAMES.get(lowered) or lowered.encode("latin-1")
 
 
 def _address(sock_address: Any) -> list[Any] | None:
@@ -22,8 +57,7 @@ def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any
     ``subprotocols``; middlewares add ``cookies``, ``session``, ``user``, ``url_route``."""
     target = urlsplit(request.path)
     headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in request.headers.raw_items()
+        (_header_name(name), value.encode("latin-1")) for name, value in request.headers.raw_items()
     ]
     subprotocols: list[str] = []
     for value in request.headers.get_all("Sec-WebSocket-Protocol"):
@@ -33,7 +67,7 @@ def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any
     is_unix = sock is not None and sock.family == socket.AF_UNIX
     return {
         "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "asgi": _ASGI,
         "http_version": "1.1",
         "scheme": "wss" if transport and transport.get_extra_info("sslcontext") else "ws",
         "path": unquote(target.path),
