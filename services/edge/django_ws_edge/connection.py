@@ -50,6 +50,30 @@ class EdgeConnection(ConnectionPort):
         self.opened: asyncio.Future[None] = loop.create_future()
         self.task: asyncio.Task[None] | None = None
         self._closing_slow = False
+        websocket.connection_lost_waiter.add_done_callback(self._lost_before_open)
+
+    def _lost_before_open(self, _lost: asyncio.Future[None]) -> None:
+        """The connection ended before websockets handed it to the server's handler (the
+        client vanished during the handshake, or the server began shutting down): end
+        the consumer here, so nothing is left waiting for a disconnect that would never
+        come."""
+        if self.opened.done() or self.task is None or self.task.done():
+            return
+        if self.accepted:
+            self.deliver_disconnect(1006)
+        else:
+            self.task.cancel()
+
+    def mark_open(self) -> None:
+        """websockets handed the connection to the server's handler: sends may go out.
+
+        Also lets go of what only the handshake needed, which would otherwise stay as
+        long as the connection, for each of thousands: websockets does not look at the
+        handshake response again, and the early-loss callback has nothing left to do.
+        """
+        self.opened.set_result(None)
+        self.websocket.response = None
+        self.websocket.connection_lost_waiter.remove_done_callback(self._lost_before_open)
 
     def _decide(self, decision: Decision) -> None:
         if not self.decision.done():

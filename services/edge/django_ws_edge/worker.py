@@ -9,7 +9,6 @@ tests know it is ready without sleeping.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -119,9 +118,6 @@ class Worker:
         port = EdgeConnection(websocket, self.layer, self.capacity)
         websocket.django_ws_port = port  # type: ignore[attr-defined]
         self.layer.register(port)
-        lost = functools.partial(self._lost_before_open, port)
-        websocket.connection_lost_waiter.add_done_callback(lost)
-        websocket.django_ws_lost = lost  # type: ignore[attr-defined]
         port.task = asyncio.get_running_loop().create_task(self._run_app(scope, port))
         waiters: set[asyncio.Future[Any]] = {port.decision, port.task}
         try:
@@ -137,18 +133,6 @@ class Worker:
                 return None
             return self._respond(websocket, decision.status)
         return self._respond(websocket, self._status_for(port.task))
-
-    def _lost_before_open(self, port: EdgeConnection, _lost: asyncio.Future[None]) -> None:
-        """The connection ended before websockets handed it to :meth:`handler` (the
-        client vanished during the handshake, or the server began shutting down): end
-        the consumer here, so nothing is left waiting for a disconnect that would never
-        come."""
-        if port.opened.done() or port.task is None or port.task.done():
-            return
-        if port.accepted:
-            port.deliver_disconnect(1006)
-        else:
-            port.task.cancel()
 
     def _status_for(self, task: asyncio.Task[None]) -> int:
         """The HTTP status for a stack that ended without deciding the handshake."""
@@ -189,24 +173,11 @@ class Worker:
 
     # Connection ----------------------------------------------------------------------
 
-    def _forget_handshake(self, websocket: ServerConnection) -> None:
-        """Let go of what only the handshake needed: websockets does not look at the
-        handshake response again once the connection is open, and the callback that
-        ended a consumer whose client vanished mid-handshake has nothing left to do.
-        Both would otherwise stay as long as the connection, for each of thousands.
-        """
-        websocket.response = None
-        lost = getattr(websocket, "django_ws_lost", None)
-        if lost is not None:
-            websocket.connection_lost_waiter.remove_done_callback(lost)
-            del websocket.django_ws_lost  # type: ignore[attr-defined]
-
     async def handler(self, websocket: ServerConnection) -> None:
         port = self._port_of(websocket)
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECTIONS_OPEN.inc()
-        port.opened.set_result(None)
-        self._forget_handshake(websocket)
+        port.mark_open()
         limiter = (
             TokenBucket(self.options.rate_limit, self.options.rate_burst)
             if self.options.rate_limit
