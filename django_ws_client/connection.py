@@ -11,11 +11,12 @@ groups at the end.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
@@ -61,7 +62,7 @@ class ConnectionPort(ABC):
         # slots, which thousands of idle connections would pay for.
         self._inbox: list[tuple[float, Event]] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._room: asyncio.Future[None] | None = None
+        self._resume: Callable[[], None] | None = None
         self._disconnect_queued = False
 
     @property
@@ -95,15 +96,15 @@ class ConnectionPort(ABC):
 
     # Inbox -----------------------------------------------------------------------------
 
-    def deliver(self, event: Event, *, expires: bool = True) -> bool:
-        """Queue an event for the consumer. Returns False when the inbox is over its
-        capacity: the caller then treats the consumer as too slow. Frames from the
-        client never expire (``expires=False``); channel layer events do."""
+    def deliver(self, event: Event) -> bool:
+        """Queue a channel layer event for the consumer. Returns False when the inbox is
+        over its capacity: the caller then treats the consumer as too slow. Unlike
+        frames from the client, these events expire (``expiry``)."""
         if self._disconnect_queued:
             return True  # the consumer is finishing; late events have no one to go to
         if len(self._inbox) >= self.capacity:
             return False
-        self._inbox.append((time.monotonic() if expires else math.inf, event))
+        self._inbox.append((time.monotonic(), event))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -118,11 +119,28 @@ class ConnectionPort(ABC):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+    def deliver_from_client(self, event: Event) -> bool:
+        """Queue a frame from the client. Never refused: a client's frames are not
+        dropped. Returns False once the inbox is at capacity; the server then stops
+        reading from the client until :meth:`when_room` calls back."""
+        if self._disconnect_queued:
+            return True
+        self._inbox.append((math.inf, event))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return len(self._inbox) < self.capacity
+
+    def when_room(self, resume: Callable[[], None]) -> None:
+        """Call ``resume`` once the consumer has taken its inbox below capacity."""
+        self._resume = resume
+
     async def wait_for_room(self) -> None:
         """Wait until the inbox is below capacity (backpressure for inbound frames)."""
         while len(self._inbox) >= self.capacity and not self._disconnect_queued:
-            self._room = asyncio.get_running_loop().create_future()
-            await self._room
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.when_room(functools.partial(_set_once, room))
+            await room
 
     # The consumer's life ---------------------------------------------------------------
 
@@ -142,9 +160,10 @@ class ConnectionPort(ABC):
                     await self._waiter
                     self._waiter = None
                 arrived, event = self._inbox.pop(0)
-                room = self._room
-                if room is not None and not room.done() and len(self._inbox) < self.capacity:
-                    room.set_result(None)
+                resume = self._resume
+                if resume is not None and len(self._inbox) < self.capacity:
+                    self._resume = None
+                    resume()
                 if arrived != math.inf and time.monotonic() - arrived > self.expiry:
                     self.expired += 1
                     logger.warning(
@@ -193,6 +212,11 @@ class ConnectionPort(ABC):
                     break
         finally:
             await self.leave_all_groups()
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def event_type_of(event: Event) -> str:

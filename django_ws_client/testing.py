@@ -180,9 +180,8 @@ class WebsocketCommunicator:
 
     async def send_input(self, message: dict[str, Any]) -> None:
         assert self._port is not None, "call connect() first"
-        if not self._port.deliver(message, expires=False):
+        if not self._port.deliver_from_client(message):
             await self._port.wait_for_room()
-            self._port.deliver(message, expires=False)
 
     async def send_to(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if (text_data is None) == (bytes_data is None):

@@ -16,16 +16,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from django_ws_client.connection import ConnectionPort
+from django_ws_client.connection import CloseCode, ConnectionPort
 from django_ws_edge import metrics
+from django_ws_edge.guards import TokenBucket
 
 if TYPE_CHECKING:
     from django_ws_edge.layer import EdgeChannelLayer
 
 logger = logging.getLogger("django_ws.edge")
+
+# What an open connection's handshake request is left with: nothing reads it again.
+_NO_HEADERS = Headers()
 
 
 @dataclass(frozen=True)
@@ -41,15 +46,23 @@ class Decision:
 class EdgeConnection(ConnectionPort):
     """A :class:`ConnectionPort` over a websockets ``ServerConnection``."""
 
-    def __init__(self, websocket: ServerConnection, layer: EdgeChannelLayer, capacity: int) -> None:
+    def __init__(
+        self,
+        websocket: ServerConnection,
+        layer: EdgeChannelLayer,
+        capacity: int,
+        limiter: TokenBucket | None = None,
+    ) -> None:
         super().__init__(channel_name=layer.new_channel_name(), layer=layer, capacity=capacity)
         self.websocket = websocket
         self.edge_layer = layer
+        self.limiter = limiter
         loop = asyncio.get_running_loop()
         self.decision: asyncio.Future[Decision] = loop.create_future()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.task: asyncio.Task[None] | None = None
         self._closing_slow = False
+        self._over_limit: asyncio.Task[None] | None = None
         websocket.connection_lost_waiter.add_done_callback(self._lost_before_open)
 
     def _lost_before_open(self, _lost: asyncio.Future[None]) -> None:
@@ -69,11 +82,37 @@ class EdgeConnection(ConnectionPort):
 
         Also lets go of what only the handshake needed, which would otherwise stay as
         long as the connection, for each of thousands: websockets does not look at the
-        handshake response again, and the early-loss callback has nothing left to do.
+        handshake response or the request's headers again (the scope has its own copy
+        of the headers, and a browser's cookies alone can be kilobytes), and the
+        early-loss callback has nothing left to do.
         """
         self.opened.set_result(None)
-        self.websocket.response = None
-        self.websocket.connection_lost_waiter.remove_done_callback(self._lost_before_open)
+        websocket = self.websocket
+        websocket.response = None
+        if websocket.request is not None:
+            websocket.request.headers = _NO_HEADERS
+        websocket.connection_lost_waiter.remove_done_callback(self._lost_before_open)
+
+    def receive_message(self, message: str | bytes) -> None:
+        """One whole message from the client, handed over by the connection's protocol
+        callback: it goes to the consumer's inbox, unless the client is over its rate
+        limit. A full inbox pauses reading from the socket until the consumer catches
+        up, so a client that sends faster than its consumer handles is held back, not
+        dropped."""
+        self.edge_layer.tally.received += 1
+        if self._over_limit is not None:
+            return  # closing: keep reading so that the client's close reply gets through
+        limiter = self.limiter
+        if limiter is not None and not limiter.allow():
+            metrics.RATE_LIMITED.inc()
+            self._over_limit = asyncio.get_running_loop().create_task(
+                self.websocket.close(CloseCode.POLICY, "rate limit exceeded")
+            )
+            return
+        if not self.deliver_from_client(receive_event(message)):
+            transport = self.websocket.transport
+            transport.pause_reading()
+            self.when_room(transport.resume_reading)
 
     def _decide(self, decision: Decision) -> None:
         if not self.decision.done():

@@ -20,20 +20,18 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from django_ws_client.connection import CloseCode
 from django_ws_client.exceptions import DenyConnection, HandshakeRejected
 from django_ws_client.tracing import span, tracing_enabled
 from django_ws_client.transport import layer_config, use_layer
 from django_ws_edge import metrics
-from django_ws_edge.connection import EdgeConnection, receive_event
-from django_ws_edge.guarded import guarded_connection_class
+from django_ws_edge.connection import EdgeConnection
 from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handshake
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.options import WorkerOptions
 from django_ws_edge.scope import build_scope
+from django_ws_edge.server_connection import EdgeServerConnection, edge_connection_class
 from django_ws_edge.sockets import parse_bind, tcp_socket
 from django_ws_edge.watchdog import LoopWatchdog
 
@@ -66,8 +64,8 @@ class Worker:
     # Handshake -----------------------------------------------------------------------
 
     def _port_of(self, websocket: ServerConnection) -> EdgeConnection:
-        port: EdgeConnection = websocket.django_ws_port  # type: ignore[attr-defined]
-        return port
+        assert isinstance(websocket, EdgeServerConnection) and websocket.django_ws_port
+        return websocket.django_ws_port
 
     def _respond(self, websocket: ServerConnection, status: int) -> Response:
         metrics.HANDSHAKES_REJECTED.labels(str(status)).inc()
@@ -115,8 +113,14 @@ class Worker:
                     socket.SOL_SOCKET, socket.SO_SNDBUF, self.options.socket_send_buffer
                 )
         scope = build_scope(websocket, request)
-        port = EdgeConnection(websocket, self.layer, self.capacity)
-        websocket.django_ws_port = port  # type: ignore[attr-defined]
+        limiter = (
+            TokenBucket(self.options.rate_limit, self.options.rate_burst)
+            if self.options.rate_limit
+            else None
+        )
+        port = EdgeConnection(websocket, self.layer, self.capacity, limiter)
+        assert isinstance(websocket, EdgeServerConnection)
+        websocket.attach(port)
         self.layer.register(port)
         port.task = asyncio.get_running_loop().create_task(self._run_app(scope, port))
         waiters: set[asyncio.Future[Any]] = {port.decision, port.task}
@@ -174,34 +178,15 @@ class Worker:
     # Connection ----------------------------------------------------------------------
 
     async def handler(self, websocket: ServerConnection) -> None:
+        """Runs from the end of the handshake to the end of the connection. Messages do
+        not pass through here: the connection hands them to the port as they are
+        parsed (see ``server_connection``). What is left is the connection's end."""
         port = self._port_of(websocket)
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECTIONS_OPEN.inc()
         port.mark_open()
-        limiter = (
-            TokenBucket(self.options.rate_limit, self.options.rate_burst)
-            if self.options.rate_limit
-            else None
-        )
-        closing: asyncio.Task[None] | None = None
-        tally = self.layer.tally
         try:
-            async for message in websocket:
-                tally.received += 1
-                if closing is not None:
-                    continue  # keep reading so the client's close reply gets through
-                if limiter is not None and not limiter.allow():
-                    metrics.RATE_LIMITED.inc()
-                    closing = asyncio.get_running_loop().create_task(
-                        websocket.close(CloseCode.POLICY, "rate limit exceeded")
-                    )
-                    continue
-                event = receive_event(message)
-                if not port.deliver(event, expires=False):
-                    await port.wait_for_room()
-                    port.deliver(event, expires=False)
-        except ConnectionClosed:
-            pass
+            await websocket.wait_closed()
         finally:
             code = websocket.close_code if websocket.close_code is not None else 1006
             metrics.CONNECTIONS_CLOSED.labels(str(code)).inc()
@@ -268,7 +253,7 @@ class Worker:
             max_size=options.max_message_bytes,
             write_limit=options.write_limit,
             server_header="django-ws",
-            create_connection=guarded_connection_class(options.max_write_buffer),
+            create_connection=edge_connection_class(options.max_write_buffer),
         )
         self.report(listening=True, ready=False, edge_id=self.layer.edge_id)
         watchdog = LoopWatchdog(loop, options.blocked_loop_warning)

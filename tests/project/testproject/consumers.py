@@ -83,12 +83,15 @@ class RejectingConsumer(BaseConsumer):
 
 class EchoConsumer(BaseConsumer):
     async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is not None:
+            await self.send(bytes_data=bytes_data)
+            return
         await self.send(text_data=json.dumps({"echo": text_data, "pid": os.getpid()}))
 
 
 class FaultyConsumer(AsyncWebsocketConsumer):
     """Misbehaves where the URL says: in a group handler, in disconnect, by blocking the
-    event loop, or by never deciding the handshake."""
+    event loop, by handling messages slowly, or by never deciding the handshake."""
 
     async def connect(self):
         self.where = self.scope["url_route"]["kwargs"]["where"]
@@ -103,6 +106,19 @@ class FaultyConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.where == "handler":
             await self.channel_layer.group_send("faulty", {"type": "boom"})
+        elif self.where == "stall":
+            # The first message says how long to stall; the others are counted, and
+            # "count?" asks for the count.
+            if text_data == "count?":
+                await self.send(text_data=str(self.count))
+            elif hasattr(self, "count"):
+                self.count += 1
+            else:
+                self.count = 0
+                await asyncio.sleep(float(text_data))
+        elif self.where == "slow":
+            await asyncio.sleep(0.002)  # slower than a client that sends in a burst
+            await self.send(text_data=text_data)
         elif self.where == "block":
             time.sleep(float(text_data))  # noqa: ASYNC251 (blocks the loop on purpose)
             await self.send(text_data="unblocked")

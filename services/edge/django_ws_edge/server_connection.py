@@ -1,0 +1,143 @@
+"""The websockets connection class of the edge: where websockets' I/O meets the port.
+
+It changes two things about ``ServerConnection``, installed through websockets'
+``create_connection`` hook:
+
+* **Complete messages go straight to the consumer's inbox**, from the protocol
+  callback that parsed them, instead of through websockets' message queue and a
+  handler task reading it with ``recv()``. Each message then costs one task wake-up
+  (the consumer's) instead of two, and an idle connection parks no ``recv()`` coroutine
+  stack. websockets' own rules still hold: the protocol validates frames and
+  fragments and enforces ``max_size``; fragmented messages are reassembled here with
+  websockets' fragment limit; invalid UTF-8 closes with 1007. Backpressure moves with
+  the messages: when the inbox is full, reading from the socket pauses until the
+  consumer catches up.
+* **It cannot be made to buffer without bound.** websockets answers pings and close
+  frames itself, straight into the transport, without flow control; consumer sends do
+  wait (``write_limit``). A client that floods pings and never reads the pongs could
+  therefore grow the worker's memory forever, so such a connection is aborted once its
+  unsent data passes ``max_write_buffer``, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Event
+
+from django_ws_edge import metrics
+
+if TYPE_CHECKING:
+    from django_ws_edge.connection import EdgeConnection
+
+logger = logging.getLogger("django_ws.edge")
+
+# websockets' own limit on the fragments of one message, and the variable that sets it.
+MAX_FRAGMENTS = int(os.environ.get("WEBSOCKETS_MAX_FRAGMENTS", "4096"))
+
+
+def edge_connection_class(max_write_buffer: int) -> type[ServerConnection]:
+    return type(
+        "EdgeServerConnection", (EdgeServerConnection,), {"max_write_buffer": max_write_buffer}
+    )
+
+
+class EdgeServerConnection(ServerConnection):
+    max_write_buffer = 4 * 1024 * 1024
+    # Class-level defaults, so that an idle connection's instance dict holds none of
+    # them until it needs them.
+    django_ws_port: EdgeConnection | None = None
+    _early: list[Frame] | None = None  # frames that came before the port did
+    _fragments: list[bytes] | None = None
+    _fragmented_text = False
+    _failed = False
+
+    def attach(self, port: EdgeConnection) -> None:
+        """Hand messages to ``port`` from now on, starting with any that came early (a
+        client may pipeline frames behind its handshake request)."""
+        self.django_ws_port = port
+        early, self._early = self._early, None
+        for frame in early or ():
+            self._take_frame(port, frame)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > self.max_write_buffer:
+            metrics.SLOW_CONSUMERS_CLOSED.inc()
+            logger.warning(
+                "cut off %s: %d bytes it does not read are waiting to be sent (limit %d)",
+                self.remote_address,
+                transport.get_write_buffer_size(),
+                self.max_write_buffer,
+            )
+            transport.abort()
+
+    def process_event(self, event: Event) -> None:
+        if not isinstance(event, Frame):  # the handshake request
+            super().process_event(event)
+            return
+        if event.opcode is Opcode.PONG:
+            self.acknowledge_pings(bytes(event.data))
+            return
+        if event.opcode is Opcode.PING or event.opcode is Opcode.CLOSE:
+            return  # the protocol has answered it already
+        port = self.django_ws_port
+        if port is None:
+            if self._early is None:
+                self._early = []
+            self._early.append(event)
+            return
+        self._take_frame(port, event)
+
+    def _take_frame(self, port: EdgeConnection, frame: Frame) -> None:
+        """One data frame: a whole message goes to the port; a fragment waits for the
+        rest of its message. The protocol has checked the order of fragments."""
+        if self._failed:
+            return
+        fragments = self._fragments
+        if fragments is None and frame.fin:
+            data = frame.data if type(frame.data) is bytes else bytes(frame.data)
+            text = frame.opcode is Opcode.TEXT
+        else:
+            if fragments is None:
+                fragments = self._fragments = []
+                self._fragmented_text = frame.opcode is Opcode.TEXT
+            if len(fragments) >= MAX_FRAGMENTS:
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", None)
+                return
+            fragments.append(bytes(frame.data))
+            if not frame.fin:
+                return
+            data = b"".join(fragments)
+            text = self._fragmented_text
+            self._fragments = None
+        if text:
+            try:
+                message: str | bytes = data.decode()
+            except UnicodeDecodeError as exc:
+                self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}", exc)
+                return
+        else:
+            message = data
+        port.receive_message(message)
+
+    def _fail(self, code: CloseCode, reason: str, exc: Exception | None) -> None:
+        """Close the connection for a message that cannot be delivered, as websockets'
+        ``recv()`` would have; later frames are ignored."""
+        self._failed = True
+        if exc is not None:
+            self.set_connection_exc(exc)
+        self._failing = self.loop.create_task(self._send_failure(code, reason))
+
+    async def _send_failure(self, code: CloseCode, reason: str) -> None:
+        try:
+            async with self.send_context():
+                self.protocol.fail(code, reason)
+        except ConnectionClosed:
+            pass
