@@ -152,6 +152,7 @@ class ConnectionPort(ABC):
         # Named after the consumer, so the loop watchdog (and asyncio's debug mode) can
         # say which consumer blocked the loop.
         task_name = f"{type(consumer).__qualname__} on {self.channel_name}"
+        named_for = ""
         traced = tracing_enabled()
         try:
             while True:
@@ -174,7 +175,8 @@ class ConnectionPort(ABC):
                     )
                     continue
                 event_type = event_type_of(event)
-                if task is not None:
+                if task is not None and event_type != named_for:
+                    named_for = event_type
                     task.set_name(f"{task_name} handling {event_type!r}")
                 is_connect = event_type == "websocket.connect"
                 is_disconnect = event_type == "websocket.disconnect"
