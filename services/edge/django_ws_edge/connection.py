@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
@@ -40,7 +40,11 @@ class Decision:
     accept: bool
     status: int = 101
     subprotocol: str | None = None
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+# How almost every handshake ends; shared, since a decision is never changed.
+_ACCEPTED = Decision(True)
 
 
 class EdgeConnection(ConnectionPort):
@@ -57,41 +61,66 @@ class EdgeConnection(ConnectionPort):
         self.websocket = websocket
         self.edge_layer = layer
         self.limiter = limiter
-        loop = asyncio.get_running_loop()
-        self.decision: asyncio.Future[Decision] = loop.create_future()
-        self.opened: asyncio.Future[None] = loop.create_future()
+        self.decision: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        self.is_open = False
+        # Created only when needed: a send or close before the connection is open
+        # waits on ``_opened``; the server's handler waits on ``_ended``.
+        self._opened: asyncio.Future[None] | None = None
+        self._ended: asyncio.Future[None] | None = None
         self._closing_slow = False
         self._over_limit: asyncio.Task[None] | None = None
-        websocket.connection_lost_waiter.add_done_callback(self._lost_before_open)
+        websocket.connection_lost_waiter.add_done_callback(self._connection_lost)
 
-    def _lost_before_open(self, _lost: asyncio.Future[None]) -> None:
-        """The connection ended before websockets handed it to the server's handler (the
-        client vanished during the handshake, or the server began shutting down): end
-        the consumer here, so nothing is left waiting for a disconnect that would never
-        come."""
-        if self.opened.done() or self.task is None or self.task.done():
+    def _connection_lost(self, _lost: asyncio.Future[None]) -> None:
+        """websockets lost the connection. Once open, this ends the server's handler's
+        wait. Before (the client vanished during the handshake, or the server began
+        shutting down), it ends the consumer here, so nothing is left waiting for a
+        disconnect that would never come."""
+        opened = self._opened
+        if opened is not None and not opened.done():
+            opened.set_result(None)  # a send waiting for the open finds the connection closed
+        if self.is_open:
+            if self._ended is not None and not self._ended.done():
+                self._ended.set_result(None)
+            return
+        if self.task is None or self.task.done():
             return
         if self.accepted:
             self.deliver_disconnect(1006)
         else:
             self.task.cancel()
 
-    def mark_open(self) -> None:
+    def mark_open(self) -> asyncio.Future[None]:
         """websockets handed the connection to the server's handler: sends may go out.
+        Returns what the handler waits on: done when the connection is lost.
 
         Also lets go of what only the handshake needed, which would otherwise stay as
         long as the connection, for each of thousands: websockets does not look at the
         handshake response or the request's headers again (the scope has its own copy
-        of the headers, and a browser's cookies alone can be kilobytes), and the
-        early-loss callback has nothing left to do.
+        of the headers, and a browser's cookies alone can be kilobytes).
         """
-        self.opened.set_result(None)
+        self.is_open = True
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
+        self._opened = None
         websocket = self.websocket
         websocket.response = None
         if websocket.request is not None:
             websocket.request.headers = _NO_HEADERS
-        websocket.connection_lost_waiter.remove_done_callback(self._lost_before_open)
+        # One future and no task: websockets' wait_closed() would add a shield, its
+        # callbacks and a coroutine frame to every idle connection.
+        ended = self._ended = asyncio.get_running_loop().create_future()
+        if websocket.connection_lost_waiter.done():
+            ended.set_result(None)
+        return ended
+
+    async def _until_open(self) -> None:
+        if self.websocket.connection_lost_waiter.done():
+            return  # never to open: the send or close that waits finds it closed
+        if self._opened is None:
+            self._opened = asyncio.get_running_loop().create_future()
+        await self._opened
 
     def receive_message(self, message: str | bytes) -> None:
         """One whole message from the client, handed over by the connection's protocol
@@ -124,13 +153,17 @@ class EdgeConnection(ConnectionPort):
         if self.decided:
             return
         self.accepted = True
-        self._decide(Decision(True, subprotocol=subprotocol, headers=list(headers or ())))
+        extra = tuple(headers) if headers else ()
+        if subprotocol is None and not extra:
+            self._decide(_ACCEPTED)
+        else:
+            self._decide(Decision(True, subprotocol=subprotocol, headers=extra))
 
     async def send(self, data: str | bytes) -> None:
         if not self.accepted:
             raise RuntimeError("send() before accept(): accept the connection in connect() first")
-        if not self.opened.done():
-            await self.opened
+        if not self.is_open:
+            await self._until_open()
         if not write_now(self.websocket, data):
             try:
                 await self.websocket.send(data)
@@ -141,18 +174,18 @@ class EdgeConnection(ConnectionPort):
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         if not self.decided:
             self.rejected = True
-            self._decide(Decision(False, status=403))
+            self._decide(Decision(False, 403))
             return
         if self.rejected or self.close_requested:
             return
         self.close_requested = True
-        if not self.opened.done():
-            await self.opened
+        if not self.is_open:
+            await self._until_open()
         await self.websocket.close(code or 1000, reason or "")
 
     async def fail_handshake(self, status: int) -> None:
         self.rejected = True
-        self._decide(Decision(False, status=status))
+        self._decide(Decision(False, status))
 
     async def leave_all_groups(self) -> None:
         self.edge_layer.unregister(self.channel_name)

@@ -184,9 +184,9 @@ class Worker:
         port = self._port_of(websocket)
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECTIONS_OPEN.inc()
-        port.mark_open()
+        ended = port.mark_open()
         try:
-            await websocket.wait_closed()
+            await ended
         finally:
             code = websocket.close_code if websocket.close_code is not None else 1006
             metrics.CONNECTIONS_CLOSED.labels(str(code)).inc()
