@@ -140,12 +140,25 @@ async def test_slowloris_handshake_is_dropped_after_the_handshake_timeout(stack:
         ("reserved bit", [rawws.frame(0x1, b"x", rsv=0b100)], 1002),
         ("control frame over 125 bytes", [rawws.frame(0x9, b"p" * 126)], 1002),
         ("fragmented control frame", [rawws.frame(0x9, b"p", fin=False)], 1002),
+        # Fragments are reassembled by the edge's connection, with websockets' rules.
+        (
+            "fragmented text that is not UTF-8",
+            [rawws.frame(0x1, b"ok \xc3", fin=False), rawws.frame(0x0, b"\x28", fin=True)],
+            1007,
+        ),
+        (
+            "more fragments than WEBSOCKETS_MAX_FRAGMENTS",
+            [rawws.frame(0x1, b"a", fin=False)] + [rawws.frame(0x0, b"a", fin=False)] * 20,
+            1009,
+        ),
     ],
 )
 def test_bad_frames_close_with_the_right_code(
     stack: Stack, name: str, frames: list[bytes], expected: int
 ) -> None:
-    server = stack.edge(workers=1, env={"TEST_MAX_MESSAGE_BYTES": "1024"})
+    server = stack.edge(
+        workers=1, env={"TEST_MAX_MESSAGE_BYTES": "1024", "WEBSOCKETS_MAX_FRAGMENTS": "16"}
+    )
     sock = rawws.open_websocket(address(server))
     try:
         for data in frames:

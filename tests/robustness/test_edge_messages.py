@@ -2,8 +2,9 @@
 path where the edge's connection hands them straight to the consumer's inbox: fragmented
 messages are reassembled (with control frames between their fragments), frames a
 client pipelines behind its handshake are kept, a burst larger than the inbox pauses
-reading instead of losing or refusing anything, and a fragmented message that cannot be
-delivered closes with websockets' codes."""
+reading instead of losing or refusing anything. Fragmented messages that cannot be
+delivered (invalid UTF-8, too many fragments) are among the bad frames of
+``test_edge_input.py``."""
 
 from __future__ import annotations
 
@@ -132,43 +133,7 @@ def test_a_stalled_consumer_stops_the_edge_reading_from_its_client(stack: Stack)
         sock.close()
     print(
         f"\nstalled consumer: the client was blocked after {accepted / 2**20:.1f} of "
-        f"{len(data) / 2**20:.0f} MiB; then {int(payload)} of {total} messages were "
-        f"handled"
+        f"{len(data) / 2**20:.0f} MiB; then {int(payload)} of {total} messages were handled"
     )
     assert blocked and accepted < len(data) / 2
     assert int(payload) == total
-
-
-@pytest.mark.parametrize(
-    ("name", "frames", "expected"),
-    [
-        (
-            "fragmented text that is not UTF-8",
-            [rawws.frame(0x1, b"ok \xc3", fin=False), rawws.frame(0x0, b"\x28", fin=True)],
-            1007,
-        ),
-        (
-            "more fragments than websockets allows",
-            [rawws.frame(0x1, b"a", fin=False)] + [rawws.frame(0x0, b"a", fin=False)] * 20,
-            1009,
-        ),
-    ],
-)
-def test_fragmented_messages_that_cannot_be_delivered_close_the_connection(
-    stack: Stack, name: str, frames: list[bytes], expected: int
-) -> None:
-    server = stack.edge(workers=1, env={"WEBSOCKETS_MAX_FRAGMENTS": "16"})
-    sock = rawws.open_websocket(address(server))
-    try:
-        sock.sendall(b"".join(frames))
-        assert rawws.close_code(sock) == expected, name
-    finally:
-        sock.close()
-    # The worker still serves others.
-    other = rawws.open_websocket(address(server))
-    other.settimeout(10)
-    try:
-        other.sendall(rawws.frame(0x1, b"still here"))
-        assert echoed(other) == "still here"
-    finally:
-        other.close()
