@@ -1,7 +1,7 @@
 """The websockets connection class of the edge: where websockets' I/O meets the port.
 
-It changes two things about ``ServerConnection``, installed through websockets'
-``create_connection`` hook:
+Installed through websockets' ``create_connection`` hook, it changes three things about
+``ServerConnection``:
 
 * **Complete messages go straight to the consumer's inbox**, from the protocol
   callback that parsed them, instead of through websockets' message queue and a
@@ -12,15 +12,14 @@ It changes two things about ``ServerConnection``, installed through websockets'
   websockets' fragment limit; invalid UTF-8 closes with 1007. Backpressure moves with
   the messages: when the inbox is full, reading from the socket pauses until the
   consumer catches up.
+* **No connection keeps a message queue**, since no message goes through one, and its
+  flow-control waiters are a list instead of a deque: about 1.5 KiB less per idle
+  connection (an empty deque holds a block of 64 slots).
 * **It cannot be made to buffer without bound.** websockets answers pings and close
   frames itself, straight into the transport, without flow control; consumer sends do
   wait (``write_limit``). A client that floods pings and never reads the pongs could
   therefore grow the worker's memory forever, so such a connection is aborted once its
   unsent data passes ``max_write_buffer``, and counted.
-
-Since messages never go through websockets' message queue, no connection keeps one:
-with the flow-control waiters kept in a list instead of a deque, that is about 1.5 KiB
-less per idle connection (an empty deque holds a block of 64 slots).
 """
 
 from __future__ import annotations
@@ -73,7 +72,9 @@ class EdgeServerConnection(ServerConnection):
     # Class-level defaults, so that an idle connection's instance dict holds none of
     # them until it needs them.
     django_ws_port: EdgeConnection | None = None
-    _early: list[Frame] | None = None  # frames that came before the port did
+    # Frames that came before the port did: a read or two at most, since the port is
+    # attached as soon as the handshake request is handed over.
+    _early: list[Frame] | None = None
     _fragments: list[bytes] | None = None
     _fragmented_text = False
     _failed = False
