@@ -27,7 +27,7 @@ from bench.scenarios import RunOptions, Scenario, ScenarioRunner, custom_fanout,
 from bench.systems import (
     BENCH_DIR,
     SystemSpec,
-    redis_server_path,
+    ensure_redis_server,
     snapshot_server_code,
     start_system,
     stop_system,
@@ -257,7 +257,7 @@ async def run_all(
     systems = _selected(args.systems, SYSTEM_ORDER, "systems")
     systems = [s for s in SYSTEM_ORDER if s in systems]  # a fixed order, whatever was typed
     if any(specs[s].kind == "channels" for s in systems):
-        redis_server_path()  # fail now, with the install hint, not after an hour
+        ensure_redis_server(log)  # now, not after an hour: found, installed or the hint
     scenarios = _scenarios(args)
     options = _options(args)
     code_digest = snapshot_server_code(workdir)

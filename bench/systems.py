@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +142,31 @@ def redis_server_path() -> str:
     path = shutil.which("redis-server")
     if path is None:
         raise RuntimeError(REDIS_MISSING)
+    return path
+
+
+def ensure_redis_server(say: Callable[[str], None]) -> str:
+    """Find ``redis-server`` or, as root on Debian or Ubuntu, install its package, and
+    say which: a reader of the figures should know which Redis the Channels side ran on.
+    Raises with the install command when neither works."""
+    path = shutil.which("redis-server")
+    how = "found"
+    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        say("redis-server is not on PATH: installing it (apt-get install redis-server)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+        ):
+            subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL)
+        path = shutil.which("redis-server")
+        how = "installed"
+    if path is None:
+        raise RuntimeError(REDIS_MISSING)
+    version = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    say(f"redis-server: {how} {path} ({version or 'version unknown'})")
     return path
 
 
