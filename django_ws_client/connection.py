@@ -104,20 +104,14 @@ class ConnectionPort(ABC):
             return True  # the consumer is finishing; late events have no one to go to
         if len(self._inbox) >= self.capacity:
             return False
-        self._inbox.append((time.monotonic(), event))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._queue(time.monotonic(), event)
         return True
 
     def deliver_disconnect(self, code: int) -> None:
         """Queue ``websocket.disconnect`` (always accepted, even over capacity)."""
         if not self._disconnect_queued:
             self._disconnect_queued = True
-            self._inbox.append((math.inf, {"type": "websocket.disconnect", "code": code}))
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._queue(math.inf, {"type": "websocket.disconnect", "code": code})
 
     def deliver_from_client(self, event: Event) -> bool:
         """Queue a frame from the client. Never refused: a client's frames are not
@@ -125,11 +119,15 @@ class ConnectionPort(ABC):
         reading from the client until :meth:`when_room` calls back."""
         if self._disconnect_queued:
             return True
-        self._inbox.append((math.inf, event))
+        self._queue(math.inf, event)
+        return len(self._inbox) < self.capacity
+
+    def _queue(self, arrived: float, event: Event) -> None:
+        """Append to the inbox and wake the consumer if it is waiting for an event."""
+        self._inbox.append((arrived, event))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        return len(self._inbox) < self.capacity
 
     def when_room(self, resume: Callable[[], None]) -> None:
         """Call ``resume`` once the consumer has taken its inbox below capacity."""
