@@ -149,9 +149,9 @@ def ensure_redis_server(say: Callable[[str], None]) -> str:
     """Find ``redis-server`` or, as root on Debian or Ubuntu, install its package, and
     say which: a reader of the figures should know which Redis the Channels side ran on.
     Raises with the install command when neither works."""
-    path = shutil.which("redis-server")
     how = "found"
-    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if shutil.which("redis-server") is None and root and shutil.which("apt-get"):
         say("redis-server is not on PATH: installing it (apt-get install redis-server)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for command in (
@@ -159,10 +159,8 @@ def ensure_redis_server(say: Callable[[str], None]) -> str:
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
         ):
             subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL)
-        path = shutil.which("redis-server")
         how = "installed"
-    if path is None:
-        raise RuntimeError(REDIS_MISSING)
+    path = redis_server_path()  # raises with the install command when there is none
     version = subprocess.run(
         [path, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
