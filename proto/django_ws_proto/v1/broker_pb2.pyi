@@ -29,7 +29,7 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., body: _Optional[bytes] = ...) -> None: ...
 
 class Publish(_message.Message):
-    __slots__ = ("group", "channel", "event", "trace", "sent_at")
+    __slots__ = ("group", "channel", "event", "trace", "sent_at", "seq")
     class TraceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,12 +42,14 @@ class Publish(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     group: str
     channel: str
     event: Event
     trace: _containers.ScalarMap[str, str]
     sent_at: float
-    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ...) -> None: ...
+    seq: int
+    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("edge_id", "ordinal", "shards")
@@ -60,21 +62,53 @@ class Hello(_message.Message):
     def __init__(self, edge_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class EdgeFrame(_message.Message):
-    __slots__ = ("hello", "subscribe", "publish", "unsubscribe", "sync")
+    __slots__ = ("hello", "subscribe", "publish", "unsubscribe", "sync", "resume")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     subscribe: _containers.RepeatedScalarFieldContainer[str]
     publish: _containers.RepeatedCompositeFieldContainer[Publish]
     unsubscribe: _containers.RepeatedScalarFieldContainer[str]
     sync: int
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Iterable[str]] = ..., publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[str]] = ..., sync: _Optional[int] = ...) -> None: ...
+    resume: _containers.RepeatedCompositeFieldContainer[Resume]
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Iterable[str]] = ..., publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[str]] = ..., sync: _Optional[int] = ..., resume: _Optional[_Iterable[_Union[Resume, _Mapping]]] = ...) -> None: ...
+
+class Resume(_message.Message):
+    __slots__ = ("group", "epoch", "offset", "request")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    epoch: int
+    offset: int
+    request: int
+    def __init__(self, group: _Optional[str] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ..., request: _Optional[int] = ...) -> None: ...
+
+class Recovered(_message.Message):
+    __slots__ = ("request", "group", "epoch", "offset", "deliveries", "lost", "refused")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    request: int
+    group: str
+    epoch: int
+    offset: int
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    lost: str
+    refused: str
+    def __init__(self, request: _Optional[int] = ..., group: _Optional[str] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., lost: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("group", "channel", "event", "trace", "sent_at")
+    __slots__ = ("group", "channel", "event", "trace", "sent_at", "epoch", "offset")
     class TraceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,12 +121,16 @@ class Delivery(_message.Message):
     EVENT_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     group: str
     channel: str
     event: Event
     trace: _containers.ScalarMap[str, str]
     sent_at: float
-    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ...) -> None: ...
+    epoch: int
+    offset: int
+    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("ordinal", "shards", "boot_id", "topology_epoch")
@@ -117,26 +155,67 @@ class Refusal(_message.Message):
     def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class BrokerFrame(_message.Message):
-    __slots__ = ("welcome", "deliveries", "refusals", "synced", "dropped")
+    __slots__ = ("welcome", "deliveries", "refusals", "synced", "dropped", "acked", "recovered")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     REFUSALS_FIELD_NUMBER: _ClassVar[int]
     SYNCED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
     refusals: _containers.RepeatedCompositeFieldContainer[Refusal]
     synced: int
     dropped: int
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., synced: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    acked: int
+    recovered: _containers.RepeatedCompositeFieldContainer[Recovered]
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., synced: _Optional[int] = ..., dropped: _Optional[int] = ..., acked: _Optional[int] = ..., recovered: _Optional[_Iterable[_Union[Recovered, _Mapping]]] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("publish", "shards")
+    __slots__ = ("publish", "shards", "publisher")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
     publish: _containers.RepeatedCompositeFieldContainer[Publish]
     shards: int
-    def __init__(self, publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., shards: _Optional[int] = ...) -> None: ...
+    publisher: str
+    def __init__(self, publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., shards: _Optional[int] = ..., publisher: _Optional[str] = ...) -> None: ...
+
+class GroupHistory(_message.Message):
+    __slots__ = ("group", "epoch", "offset", "deliveries", "published_at")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    epoch: int
+    offset: int
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    published_at: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, group: _Optional[str] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., published_at: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class BrokerState(_message.Message):
+    __slots__ = ("ordinal", "shards", "groups", "publishers", "topology_epoch")
+    class PublishersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHERS_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ordinal: int
+    shards: int
+    groups: _containers.RepeatedCompositeFieldContainer[GroupHistory]
+    publishers: _containers.ScalarMap[str, int]
+    topology_epoch: int
+    def __init__(self, ordinal: _Optional[int] = ..., shards: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupHistory, _Mapping]]] = ..., publishers: _Optional[_Mapping[str, int]] = ..., topology_epoch: _Optional[int] = ...) -> None: ...
 
 class PublishReply(_message.Message):
     __slots__ = ("accepted", "refusals")

@@ -12,6 +12,11 @@ import socket
 import sys
 from pathlib import Path
 
+from django_ws_broker.history import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_SECONDS,
+    DEFAULT_HISTORY_SIZE,
+)
 from django_ws_broker.server import DEFAULT_MAX_MESSAGE_BYTES, BrokerOptions, TLSFiles, serve
 from django_ws_broker.servicer import DEFAULT_HELLO_TIMEOUT
 from django_ws_broker.shard import (
@@ -110,6 +115,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="time given to open streams to finish when stopping",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ["DJANGO_WS_BROKER_STATE_DIR"])
+        if os.environ.get("DJANGO_WS_BROKER_STATE_DIR")
+        else None,
+        help="save every group's epoch, offsets and history here on a graceful stop and "
+        "continue from them at the next start (a rolling upgrade then loses nothing); "
+        "without it a restart starts new epochs",
+    )
+    parser.add_argument(
+        "--history-size",
+        type=int,
+        default=DEFAULT_HISTORY_SIZE,
+        help=f"messages kept per group for recovery (default {DEFAULT_HISTORY_SIZE}; 0: none)",
+    )
+    parser.add_argument(
+        "--history-seconds",
+        type=float,
+        default=DEFAULT_HISTORY_SECONDS,
+        help=f"how long a message is kept for recovery (default {DEFAULT_HISTORY_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--history-bytes",
+        type=int,
+        default=DEFAULT_HISTORY_BYTES,
+        help=f"bytes of history the broker keeps in all (default {DEFAULT_HISTORY_BYTES})",
+    )
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument(
@@ -154,6 +187,10 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
         drain_seconds=args.drain_seconds,
         grace_seconds=args.grace_seconds,
         tls=tls,
+        state_dir=args.state_dir,
+        history_size=args.history_size,
+        history_seconds=args.history_seconds,
+        history_bytes=args.history_bytes,
     )
 
 

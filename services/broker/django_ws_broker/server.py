@@ -13,6 +13,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY, start_http_server
 
+from django_ws_broker.history import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_SECONDS,
+    DEFAULT_HISTORY_SIZE,
+    History,
+)
 from django_ws_broker.metrics import ShardCollector
 from django_ws_broker.servicer import DEFAULT_HELLO_TIMEOUT, BrokerServicer
 from django_ws_broker.shard import (
@@ -21,6 +27,7 @@ from django_ws_broker.shard import (
     DEFAULT_QUEUE_SIZE,
     ShardState,
 )
+from django_ws_broker.state import StateFile
 from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.v1 import broker_pb2_grpc
 
@@ -59,6 +66,14 @@ class BrokerOptions:
     grace_seconds: float = 10.0
     tls: TLSFiles | None = None
     tracing: bool | None = None  # None: from the OTEL_* environment variables
+    state_dir: Path | None = None
+    history_size: int = DEFAULT_HISTORY_SIZE
+    history_seconds: float = DEFAULT_HISTORY_SECONDS
+    history_bytes: int = DEFAULT_HISTORY_BYTES
+
+
+PRUNE_SECONDS = 5.0
+"""How often expired history and forgotten publishers are cleared away."""
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -112,7 +127,18 @@ class Broker:
             max_delivery_bytes=options.max_message_bytes // 2,
             max_groups_per_edge=options.max_groups_per_edge,
             topology_epoch=options.topology_epoch,
+            history=History(
+                size=options.history_size,
+                seconds=options.history_seconds,
+                max_bytes=options.history_bytes,
+                max_replay_bytes=options.max_message_bytes // 2,
+            ),
         )
+        self.state_file: StateFile | None = None
+        if options.state_dir is not None:
+            self.state_file = StateFile(options.state_dir, options.ordinal)
+            self.state_file.load_into(self.shard)
+        self._prune: asyncio.Task[None] | None = None
         tracing = options.tracing
         if tracing is None:
             tracing = wire_tracing.configure_provider("django-ws-broker")
@@ -143,6 +169,7 @@ class Broker:
             start_http_server(port, addr=host)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._prune = asyncio.get_running_loop().create_task(self._prune_forever())
         logger.info(
             "broker %d of %d ready on %s (pid %d)",
             options.ordinal,
@@ -151,13 +178,36 @@ class Broker:
             os.getpid(),
         )
 
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_SECONDS)
+            self.shard.prune()
+
     async def drain_and_stop(self) -> None:
-        """Report NOT_SERVING, refuse new streams, let probes and edges notice, then stop."""
+        """Stop without losing what was accepted: apply nothing more (edges keep what
+        was not acknowledged and re-send it to the next broker), save the groups'
+        positions and history, deliver what is queued, then end the streams and stop."""
+        started = asyncio.get_running_loop().time()
         self.servicer.draining = True
+        if self._prune is not None:
+            self._prune.cancel()
         await self.health.enter_graceful_shutdown()
+        if self.state_file is not None:
+            self.state_file.save(self.shard)
         if self.options.drain_seconds:
             await asyncio.sleep(self.options.drain_seconds)
-        await self.server.stop(self.options.grace_seconds)
+        budget = self.options.grace_seconds / 2
+        flushed = await self.servicer.flush(budget)
+        if not flushed:
+            logger.warning(
+                "broker %d: edge queues not empty after %.1fs; edges will catch up from "
+                "the saved history",
+                self.options.ordinal,
+                budget,
+            )
+        self.servicer.end_streams()
+        elapsed = asyncio.get_running_loop().time() - started
+        await self.server.stop(max(0.5, self.options.grace_seconds - elapsed))
         logger.info("broker %d stopped", self.options.ordinal)
 
 

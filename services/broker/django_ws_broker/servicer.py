@@ -159,11 +159,14 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 if writer.done():
                     break
         except asyncio.CancelledError:
+            # A cancelled handler that returns ends its call with the status set here.
             if edge.closed:
-                # Replaced by a newer stream: end this one with a status that says so
-                # (a cancelled handler that returns ends its call with this status).
+                # Replaced by a newer stream: end this one with a status that says so.
                 context.set_code(grpc.StatusCode.ABORTED)
                 context.set_details(REPLACED)
+            elif self.draining:
+                context.set_code(grpc.StatusCode.UNAVAILABLE)
+                context.set_details("broker is stopping")
         except grpc.aio.AioRpcError:
             pass
         except DecodeError as exc:
@@ -184,22 +187,41 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         )
 
     def _apply(self, edge: EdgeStream, frame: broker_pb2.EdgeFrame) -> None:
+        if self.draining:
+            # Nothing more is applied (nor acknowledged) once the broker is stopping:
+            # the edge keeps those publishes and re-sends them to the next broker.
+            return
         shard = self.shard
         refusals = _Refusals()
         for group in frame.subscribe:
             reason = shard.subscribe(edge, group)
             if reason is not None:
                 refusals.add(reason, group=group)
+        recovered = [shard.resume(edge, resume) for resume in frame.resume]
+        acked = edge.acked
+        edge_id = edge.edge_id
         for publish in frame.publish:
+            seq = publish.seq
+            if seq:
+                if not shard.accept_seq(edge_id, seq, stream=True):
+                    continue
+                acked = seq
             reason = self._publish(publish)
             if reason is not None:
                 refusals.add(reason, group=publish.group, channel=publish.channel)
         for group in frame.unsubscribe:
             shard.unsubscribe(edge, group)
-        if refusals.count or frame.sync:
+        if refusals.count or frame.sync or recovered:
             shard.offer_control(
-                edge, broker_pb2.BrokerFrame(refusals=refusals.summary(), synced=frame.sync)
+                edge,
+                broker_pb2.BrokerFrame(
+                    refusals=refusals.summary(), synced=frame.sync, recovered=recovered
+                ),
             )
+        elif acked != edge.acked and edge.queue.empty():
+            # Nothing queued would carry the acknowledgement soon: wake the writer.
+            shard.offer_control(edge, broker_pb2.BrokerFrame())
+        edge.acked = acked
 
     def _publish(self, publish: broker_pb2.Publish) -> str | None:
         if not (self.tracing and publish.trace):
@@ -255,21 +277,50 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if deliveries:
                 frame.deliveries.extend(deliveries)
             frame.dropped = edge.take_dropped()
+            frame.acked = edge.acked
             await context.write(frame)
             last_write = loop.time()
 
     async def Publish(
         self, request: broker_pb2.PublishRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.PublishReply:
+        if self.draining:
+            # Not applied: the caller retries, and finds the broker that comes next.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "broker is draining")
         refusals = _Refusals()
         accepted = 0
+        publisher = request.publisher
         for publish in request.publish:
+            if (
+                publisher
+                and publish.seq
+                and not self.shard.accept_seq(publisher, publish.seq, stream=False)
+            ):
+                accepted += 1  # applied before: the retry is answered as the first was
+                continue
             reason = self._publish(publish)
             if reason is None:
                 accepted += 1
             else:
                 refusals.add(reason, group=publish.group, channel=publish.channel)
         return broker_pb2.PublishReply(accepted=accepted, refusals=refusals.summary())
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until every edge stream's queue is written out, at most ``timeout``
+        seconds; False when some were not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(not edge.queue.empty() for edge in self._streams):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def end_streams(self) -> None:
+        """End every Attach stream now (the broker is stopping): edges reconnect to
+        the next broker and catch up from where their streams ended."""
+        for task in self._streams.values():
+            task.cancel()
 
     async def Stats(
         self, request: broker_pb2.StatsRequest, context: grpc.aio.ServicerContext

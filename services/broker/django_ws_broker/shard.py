@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from django_ws_broker.history import History
 from django_ws_proto.names import MAX_NAME_LENGTH, channel_name_error, group_name_error
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
@@ -36,6 +38,13 @@ DEFAULT_MAX_GROUPS_PER_EDGE = 100_000
 # bounded when a client floods refusable operations without reading.
 _CONTROL_HEADROOM = 1_000
 _CONTROL_HEADROOM_BYTES = 1024 * 1024
+
+PUBLISHER_MEMORY_SECONDS = 600.0
+"""How long the publish seqs of an edge whose stream ended are remembered: longer than
+any reconnect (a rolling upgrade of a broker) takes."""
+
+UNARY_DEDUP_WINDOW = 100_000
+"""Recent (publisher, seq) pairs of unary publishes remembered to drop retries."""
 
 _EDGE_ID_RE = re.compile(r"[A-Za-z0-9\-_.]+")
 
@@ -70,6 +79,8 @@ class EdgeStream:
     dropped_total: int = 0
     delivered_total: int = 0
     closed: bool = False
+    # The highest publish seq of this edge applied so far, told back in every frame.
+    acked: int = 0
     _sizes: deque[int] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
@@ -140,6 +151,9 @@ class ShardCounters:
     dropped_control: int = 0
     refused: int = 0
     streams_attached: int = 0
+    duplicates: int = 0
+    resumed: int = 0
+    resume_lost: int = 0
 
 
 class NotOwner(Exception):
@@ -159,6 +173,7 @@ class ShardState:
         max_delivery_bytes: int = DEFAULT_MAX_DELIVERY_BYTES,
         max_groups_per_edge: int = DEFAULT_MAX_GROUPS_PER_EDGE,
         topology_epoch: int = 0,
+        history: History | None = None,
     ) -> None:
         if not 0 <= ordinal < shards:
             raise ValueError(f"ordinal {ordinal} is outside 0..{shards - 1} for {shards} shards")
@@ -173,6 +188,15 @@ class ShardState:
         # Insertion-ordered dicts used as ordered sets: fan-out order is stable.
         self.groups: dict[str, dict[EdgeStream, None]] = {}
         self.counters = ShardCounters()
+        self.history = history if history is not None else History()
+        # Edge id -> highest publish seq applied from its streams: a publish re-sent
+        # after a reconnect is applied once. Kept across streams (and saved on a
+        # graceful stop), pruned some time after the edge's last stream ended.
+        self.publishers: dict[str, int] = {}
+        self._publisher_gone: dict[str, float] = {}
+        # Unary publishers (plain Django processes) may retry concurrently sent
+        # requests in any order: a window of the seqs seen recently, per publisher.
+        self._unary_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     @property
     def shards(self) -> int:
@@ -187,6 +211,8 @@ class ShardState:
         if previous is not None:
             self.detach(previous)
         edge = EdgeStream(edge_id=edge_id, queue_size=self.queue_size, queue_bytes=self.queue_bytes)
+        edge.acked = self.publishers.get(edge_id, 0)
+        self._publisher_gone.pop(edge_id, None)
         self.edges[edge_id] = edge
         self.counters.streams_attached += 1
         return edge
@@ -201,6 +227,21 @@ class ShardState:
         edge.groups.clear()
         if self.edges.get(edge.edge_id) is edge:
             del self.edges[edge.edge_id]
+            if edge.edge_id in self.publishers:
+                self._publisher_gone[edge.edge_id] = time.monotonic()
+
+    def prune(self, now: float | None = None) -> None:
+        """Periodic upkeep: expire history, forget quiet groups nobody subscribes to,
+        and forget the publish seqs of edges gone for longer than any reconnect takes."""
+        now = time.monotonic() if now is None else now
+        self.history.trim_expired()
+        for group in [g for g, log in self.history.logs.items() if not log.entries]:
+            if group not in self.groups:
+                self.history.forget(group)
+        for edge_id, gone in list(self._publisher_gone.items()):
+            if now - gone > PUBLISHER_MEMORY_SECONDS:
+                del self._publisher_gone[edge_id]
+                self.publishers.pop(edge_id, None)
 
     # Group operations ----------------------------------------------------------------
 
@@ -235,6 +276,44 @@ class ShardState:
             self.counters.refused += 1
         return reason
 
+    def resume(self, edge: EdgeStream, resume: broker_pb2.Resume) -> broker_pb2.Recovered:
+        """Subscribe ``edge`` to the group and replay what it missed after the
+        resume's position: the answer goes on the edge's queue, in order with the
+        deliveries, so live ones that follow it continue where the replay ends."""
+        group = resume.group
+        # A refused name is echoed cut short, as refusals are.
+        answer = broker_pb2.Recovered(request=resume.request, group=group[:120])
+        reason = self.subscribe(edge, group)
+        if reason is not None:
+            answer.refused = reason
+            return answer
+        replay = self.history.replay(group, resume.epoch, resume.offset)
+        answer.epoch, answer.offset, answer.lost = replay.epoch, replay.offset, replay.lost
+        answer.deliveries.extend(replay.deliveries)
+        if resume.epoch:
+            self.counters.resumed += 1
+            if replay.lost:
+                self.counters.resume_lost += 1
+        return answer
+
+    def accept_seq(self, publisher: str, seq: int, *, stream: bool) -> bool:
+        """Whether a publish numbered ``seq`` by ``publisher`` is new (to be applied);
+        False for one already applied, which is counted and skipped."""
+        if stream:
+            if seq <= self.publishers.get(publisher, 0):
+                self.counters.duplicates += 1
+                return False
+            self.publishers[publisher] = seq
+            return True
+        key = (publisher, seq)
+        if key in self._unary_seen:
+            self.counters.duplicates += 1
+            return False
+        self._unary_seen[key] = None
+        if len(self._unary_seen) > UNARY_DEDUP_WINDOW:
+            self._unary_seen.popitem(last=False)
+        return True
+
     def unsubscribe(self, edge: EdgeStream, group: str) -> None:
         """Unsubscribe an edge stream from a group (a no-op when it was not subscribed)."""
         if group in edge.groups:
@@ -268,16 +347,18 @@ class ShardState:
         if publish.channel:
             self._send_to_channel(publish, size)
             return None
-        subscribers = self.groups.get(publish.group)
-        if not subscribers:
-            return None
-        # One Delivery is shared by every subscriber's queue; each counts its size.
+        # One Delivery is shared by every subscriber's queue (each counts its size) and
+        # by the group's history, which numbers it.
         delivery = broker_pb2.Delivery(
             group=publish.group,
             event=publish.event,
             trace=publish.trace,
             sent_at=publish.sent_at,
         )
+        self.history.append(publish.group, delivery, size)
+        subscribers = self.groups.get(publish.group)
+        if not subscribers:
+            return None
         counters = self.counters
         for edge in subscribers:
             if edge.offer(delivery, size):
@@ -336,7 +417,36 @@ class ShardState:
         for group in released:
             for edge in self.groups.pop(group):
                 edge.groups.discard(group)
+        for group in [g for g in self.history.logs if self.ring.owner(g) != self.ordinal]:
+            self.history.forget(group)
         return len(released)
+
+    # Saving and loading --------------------------------------------------------------
+
+    def to_state(self) -> broker_pb2.BrokerState:
+        """What a graceful stop saves: every group's position and history, and the
+        publish seqs applied, so that the next start continues them."""
+        state = broker_pb2.BrokerState(
+            ordinal=self.ordinal, shards=self.shards, topology_epoch=self.topology_epoch
+        )
+        self.history.to_state(state)
+        state.publishers.update(self.publishers)
+        return state
+
+    def load_state(self, state: broker_pb2.BrokerState) -> int:
+        """Continue from a saved state (groups this broker no longer owns are left
+        out); returns how many groups' histories were loaded."""
+        if state.ordinal != self.ordinal:
+            raise ValueError(
+                f"the saved state is broker {state.ordinal}'s, this is broker {self.ordinal}"
+            )
+        self.topology_epoch = max(self.topology_epoch, state.topology_epoch)
+        now = time.monotonic()
+        for edge_id, seq in state.publishers.items():
+            self.publishers[edge_id] = seq
+            self._publisher_gone[edge_id] = now
+        owned = [g for g in state.groups if self.ring.owner(g.group) == self.ordinal]
+        return self.history.load_state(owned)
 
     # Introspection -------------------------------------------------------------------
 
