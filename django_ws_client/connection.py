@@ -31,6 +31,23 @@ logger = logging.getLogger("django_ws.consumer")
 
 Event = Any  # a dict event or a GroupMessage
 
+Position = tuple[str, int, int]
+"""Where a group event stands in its group: (group, epoch, offset)."""
+
+DEFAULT_SLOW_CLIENT_BYTES = 16 * 1024 * 1024
+"""Bytes of channel layer events waiting for one consumer before its client is taken
+for too slow and closed (1013): MiB-scale, so that bursts are absorbed."""
+
+
+class BufferBudget:
+    """The bytes of channel layer events waiting in every inbox of one process, and
+    the most they may add up to: bounds memory per worker, whatever each connection's
+    own bound allows."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
 
 class CloseCode:
     """Close codes django-ws sends, by why it sends them."""
@@ -41,26 +58,38 @@ class CloseCode:
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # a consumer raised
     SERVICE_RESTART = 1012
-    TRY_AGAIN_LATER = 1013  # slow consumer: its queue overflowed
+    TRY_AGAIN_LATER = 1013  # slow client: its unsent events passed the bound, or stalled
 
 
 class ConnectionPort(ABC):
     """One connection: handshake decision, outgoing frames and the consumer's inbox."""
 
+    # Class-level defaults, so an idle connection's instance dict holds none of them: a
+    # server sets the limits per connection only when configured.
+    max_pending_bytes = DEFAULT_SLOW_CLIENT_BYTES
+    budget: BufferBudget | None = None
+    # Bytes of channel layer events in the inbox.
+    pending_bytes = 0
+    # The position of the last event dispatched from each group (made on first use).
+    positions: dict[str, tuple[int, int]] | None = None
+
     def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
         self.channel_name = channel_name
         self.layer = layer
+        # Frames from the client waiting for the consumer before the server stops
+        # reading from the socket (Channels' ``capacity``); channel layer events are
+        # bounded in bytes instead (``max_pending_bytes``).
         self.capacity = capacity
         self.expiry = layer.expiry
         self.expired = 0
         self.accepted = False
         self.rejected = False
         self.close_requested = False
-        # (arrival time, event): events older than the layer's ``expiry`` are dropped,
-        # as Channels drops messages nobody consumed in time. A list, not a deque: it
-        # holds at most ``capacity`` events, and an empty deque keeps a block of 64
-        # slots, which thousands of idle connections would pay for.
-        self._inbox: list[tuple[float, Event]] = []
+        # (arrival time, event, size, position): events older than the layer's
+        # ``expiry`` are dropped, as Channels drops messages nobody consumed in time. A
+        # list, not a deque: an empty deque keeps a block of 64 slots, which thousands
+        # of idle connections would pay for.
+        self._inbox: list[tuple[float, Event, int, Position | None]] = []
         self._waiter: asyncio.Future[None] | None = None
         self._resume: Callable[[], None] | None = None
         self._disconnect_queued = False
@@ -96,22 +125,43 @@ class ConnectionPort(ABC):
 
     # Inbox -----------------------------------------------------------------------------
 
-    def deliver(self, event: Event) -> bool:
-        """Queue a channel layer event for the consumer. Returns False when the inbox is
-        over its capacity: the caller then treats the consumer as too slow. Unlike
-        frames from the client, these events expire (``expiry``)."""
+    def deliver(self, event: Event, size: int = 0, position: Position | None = None) -> bool:
+        """Queue a channel layer event of ``size`` bytes for the consumer. Returns
+        False when the events waiting for it pass ``max_pending_bytes``, or all
+        consumers' pass the process's budget: the caller then closes the client as too
+        slow. A burst of any count fits; only bytes bound it. Unlike frames from the
+        client, these events expire (``expiry``)."""
         if self._disconnect_queued:
             return True  # the consumer is finishing; late events have no one to go to
-        if len(self._inbox) >= self.capacity:
-            return False
-        self._queue(time.monotonic(), event)
-        return True
+        pending = self.pending_bytes = self.pending_bytes + size
+        self._queue(time.monotonic(), event, size, position)
+        budget = self.budget
+        if budget is not None:
+            budget.used += size
+            if budget.used > budget.limit:
+                return False
+        return pending <= self.max_pending_bytes
+
+    def discard_pending(self) -> int:
+        """Drop the channel layer events still waiting (the client is being closed as
+        too slow); returns how many, for the loss metric."""
+        kept = [item for item in self._inbox if item[0] == math.inf]
+        dropped = len(self._inbox) - len(kept)
+        self._inbox = kept
+        self._release(self.pending_bytes)
+        return dropped
+
+    def _release(self, size: int) -> None:
+        self.pending_bytes -= size
+        budget = self.budget
+        if budget is not None:
+            budget.used -= size
 
     def deliver_disconnect(self, code: int) -> None:
-        """Queue ``websocket.disconnect`` (always accepted, even over capacity)."""
+        """Queue ``websocket.disconnect`` (always accepted, whatever is waiting)."""
         if not self._disconnect_queued:
             self._disconnect_queued = True
-            self._queue(math.inf, {"type": "websocket.disconnect", "code": code})
+            self._queue(math.inf, {"type": "websocket.disconnect", "code": code}, 0, None)
 
     def deliver_from_client(self, event: Event) -> bool:
         """Queue a frame from the client. Never refused: a client's frames are not
@@ -119,12 +169,12 @@ class ConnectionPort(ABC):
         reading from the client until :meth:`when_room` calls back."""
         if self._disconnect_queued:
             return True
-        self._queue(math.inf, event)
+        self._queue(math.inf, event, 0, None)
         return len(self._inbox) < self.capacity
 
-    def _queue(self, arrived: float, event: Event) -> None:
+    def _queue(self, arrived: float, event: Event, size: int, position: Position | None) -> None:
         """Append to the inbox and wake the consumer if it is waiting for an event."""
-        self._inbox.append((arrived, event))
+        self._inbox.append((arrived, event, size, position))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -140,11 +190,25 @@ class ConnectionPort(ABC):
             self.when_room(functools.partial(_set_once, room))
             await room
 
+    def on_expired(self, event: Event) -> None:
+        """An event waited past ``expiry`` and was dropped: logged (servers count it)."""
+        logger.warning(
+            "event %r for %s expired after %.0fs in its inbox and was dropped",
+            event_type_of(event),
+            self.channel_name,
+            self.expiry,
+        )
+
+    def position(self, group: str) -> tuple[int, int] | None:
+        """(epoch, offset) of the last event this consumer got from ``group``: while a
+        handler runs, the position of the event it handles."""
+        return None if self.positions is None else self.positions.get(group)
+
     # The consumer's life ---------------------------------------------------------------
 
     async def run(self, consumer: Any) -> None:
         """Drive ``consumer`` from ``websocket.connect`` to ``websocket.disconnect``."""
-        self._inbox.insert(0, (math.inf, {"type": "websocket.connect"}))
+        self._inbox.insert(0, (math.inf, {"type": "websocket.connect"}, 0, None))
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         # Named after the consumer, so the loop watchdog (and asyncio's debug mode) can
@@ -158,20 +222,22 @@ class ConnectionPort(ABC):
                     self._waiter = loop.create_future()
                     await self._waiter
                     self._waiter = None
-                arrived, event = self._inbox.pop(0)
+                arrived, event, size, position = self._inbox.pop(0)
                 resume = self._resume
                 if resume is not None and len(self._inbox) < self.capacity:
                     self._resume = None
                     resume()
+                if size:
+                    self._release(size)
                 if arrived != math.inf and time.monotonic() - arrived > self.expiry:
                     self.expired += 1
-                    logger.warning(
-                        "event %r for %s expired after %.0fs in its inbox and was dropped",
-                        event_type_of(event),
-                        self.channel_name,
-                        self.expiry,
-                    )
+                    self.on_expired(event)
                     continue
+                if position is not None:
+                    positions = self.positions
+                    if positions is None:
+                        positions = self.positions = {}
+                    positions[position[0]] = (position[1], position[2])
                 event_type = event_type_of(event)
                 if task is not None and event_type != named_for:
                     named_for = event_type

@@ -10,6 +10,7 @@ for the async one. Every event, from the socket or from a group, goes through
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,6 +19,7 @@ from asgiref.sync import async_to_sync
 from django_ws_client.db import database_sync_to_async
 from django_ws_client.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from django_ws_client.groups import GroupMessage
+from django_ws_client.positions import GAP_EVENT_TYPE, format_position
 from django_ws_proto.names import handler_name
 
 if TYPE_CHECKING:
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from django_ws_client.transport.base import ChannelLayer
 
 Scope = dict[str, Any]
+
+logger = logging.getLogger("django_ws.consumer")
 
 
 class ConsumerHandler:
@@ -73,11 +77,22 @@ class AsyncConsumer:
 
     def handler_for(self, event: Any) -> Any:
         """The method that handles ``event`` (a dict with a ``type``, or a GroupMessage);
-        a clear error naming the type when there is none."""
+        a clear error naming the type when there is none. None for a ``group.gap``
+        event the consumer does not handle: that is logged, not an error."""
         event_type = event.type if isinstance(event, GroupMessage) else event["type"]
         name = handler_name(event_type)
         handler = getattr(self, name, None) if not name.startswith("_") else None
         if handler is None:
+            if event_type == GAP_EVENT_TYPE:
+                logger.info(
+                    "%s on %s may have missed events of %r (%s); define group_gap() to "
+                    "reload its state",
+                    type(self).__qualname__,
+                    self.channel_name,
+                    event.get("group"),
+                    event.get("reason"),
+                )
+                return None
             raise ValueError(
                 f"{type(self).__qualname__} has no handler for event type {event_type!r} "
                 f"(define a method named {name!r})"
@@ -86,7 +101,18 @@ class AsyncConsumer:
 
     async def dispatch(self, event: Any) -> None:
         """Call the handler for ``event``."""
-        await self.handler_for(event)(event)
+        handler = self.handler_for(event)
+        if handler is not None:
+            await handler(event)
+
+    def group_position(self, group: str) -> str | None:
+        """The position of the last event this consumer got from ``group`` (while a
+        handler runs, of the event it handles), as a string to hand to the client. A
+        reconnecting client gives it back and the consumer joins with
+        ``group_add(group, self.channel_name, since=position)`` to get what it missed.
+        None before any event of the group."""
+        position = self.base_port.position(group)
+        return None if position is None else format_position(*position)
 
 
 class AsyncWebsocketConsumer(AsyncConsumer):
@@ -185,7 +211,9 @@ class SyncConsumer(AsyncConsumer):
         await database_sync_to_async(self._dispatch_sync)(event)
 
     def _dispatch_sync(self, event: Any) -> None:
-        self.handler_for(event)(event)
+        handler = self.handler_for(event)
+        if handler is not None:
+            handler(event)
 
 
 class WebsocketConsumer(SyncConsumer):

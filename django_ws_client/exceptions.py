@@ -26,9 +26,11 @@ class InvalidChannelLayerError(ValueError):
 
 
 class BrokerUnavailable(ConnectionError):
-    """The broker that owns a group cannot be reached now; the operation was not done.
+    """The broker that owns a group could not be reached; the operation was not done.
 
-    Raised at once (never after a hang) so the caller can retry, report or drop.
+    Raised only past the transport's bounds: after ``publish_timeout`` seconds of
+    waiting for the broker to come back (a restart in a rolling upgrade fits well
+    inside the default), or while too many publishes wait for its acknowledgement.
     """
 
 
@@ -47,3 +49,8 @@ class HandshakeRejected(Exception):
         super().__init__(f"{status} {reason}".strip())
         self.status = status
         self.reason = reason
+
+
+class GroupRefused(BrokerRefused):
+    """The broker refused to subscribe this worker to a group (a subscription limit,
+    a bad name): its members would never receive, so ``group_add`` raises this."""

@@ -44,12 +44,28 @@ CONFIG_KEYS = frozenset(
         "expiry",
         "group_expiry",
         "max_event_bytes",
+        "publish_timeout",
+        "max_pending_publishes",
+        "max_pending_bytes",
     }
 )
 """The keys CONFIG understands; others are kept in ``TransportConfig.extra``."""
 
 DEFAULT_CAPACITY = 100
-"""Events waiting for one consumer before further ones fail (Channels' default)."""
+"""Events waiting in a ``new_channel()`` receive queue before further sends to it fail,
+and frames from a client waiting for its consumer before the server stops reading from
+its socket (Channels' default). Channel layer events for consumers are bounded in bytes
+instead (``WEBSOCKET_SERVER['SLOW_CLIENT_BYTES']``), so bursts are not taken for slowness."""
+
+DEFAULT_PUBLISH_TIMEOUT = 30.0
+"""Seconds a send waits for an unreachable broker (a restart in a rolling upgrade takes
+seconds) before it raises ``BrokerUnavailable``."""
+
+DEFAULT_MAX_PENDING_PUBLISHES = 10_000
+"""Publishes to one broker kept until it acknowledges them; past it, sends wait."""
+
+DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
+"""Bytes of publishes to one broker kept until it acknowledges them; past it, sends wait."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,9 @@ class TransportConfig:
     expiry: float = 60.0
     group_expiry: float = 86400.0
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
+    max_pending_publishes: int = DEFAULT_MAX_PENDING_PUBLISHES
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
     embedded: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -265,6 +284,17 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         raise InvalidChannelLayerError(
             f"{setting}['max_event_bytes'] must be an int >= 64, got {max_event_bytes!r}"
         )
+    pending: dict[str, int] = {}
+    for key, default, floor in (
+        ("max_pending_publishes", DEFAULT_MAX_PENDING_PUBLISHES, 1),
+        ("max_pending_bytes", DEFAULT_MAX_PENDING_BYTES, 1024),
+    ):
+        value = config.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < floor:
+            raise InvalidChannelLayerError(
+                f"{setting}[{key!r}] must be an int >= {floor}, got {value!r}"
+            )
+        pending[key] = value
     return TransportConfig(
         brokers=brokers,
         shards=shards,
@@ -276,6 +306,9 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         expiry=_number(config, "expiry", 60.0, setting),
         group_expiry=_number(config, "group_expiry", 86400.0, setting),
         max_event_bytes=max_event_bytes,
+        publish_timeout=_number(config, "publish_timeout", DEFAULT_PUBLISH_TIMEOUT, setting),
+        max_pending_publishes=pending["max_pending_publishes"],
+        max_pending_bytes=pending["max_pending_bytes"],
         embedded=embedded,
         extra={k: v for k, v in config.items() if k not in CONFIG_KEYS},
     )

@@ -3,11 +3,17 @@
 Views, signals, tasks and management commands publish through it; inside the websocket
 server the edge provides its own layer (streams, local membership) instead, and
 :func:`~django_ws_client.transport.get_channel_layer` returns that one there.
+
+While a broker is unreachable (a restart in a rolling upgrade), a publish waits for it
+and is retried, up to ``publish_timeout`` seconds; each carries this process's
+publisher id and a sequence number, so the broker applies a retried publish once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 import time
 from typing import Any
 
@@ -34,16 +40,61 @@ class GRPCTransportLayer(ChannelLayer):
         super().__init__(config if config is not None else parse_config(config_kwargs))
         self.ring = ShardRing(self.config.shards)
         self._pool = SyncChannelPool(self.config)
+        self.publisher = f"pub.{secrets.token_hex(8)}"
+        self._seqs = itertools.count(1)
+        self._waiting = 0
 
     def _stub(self, ordinal: int) -> broker_pb2_grpc.BrokerStub:
         return broker_pb2_grpc.BrokerStub(self._pool.get(self.config.address_for(ordinal)))
 
     async def _publish(self, ordinal: int, publish: broker_pb2.Publish) -> None:
-        request = broker_pb2.PublishRequest(publish=[publish], shards=self.ring.shards)
+        """Publish, waiting for an unreachable broker up to ``publish_timeout``."""
+        publish.seq = next(self._seqs)
+        request = broker_pb2.PublishRequest(
+            publish=[publish], shards=self.ring.shards, publisher=self.publisher
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.publish_timeout
+        delay = 0.05
+        waiting = False
+        try:
+            while True:
+                try:
+                    reply = await self._call(ordinal, request, deadline - loop.time())
+                    break
+                except BrokerUnavailable as exc:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise BrokerUnavailable(
+                            f"{exc}; gave up after {self.config.publish_timeout:g}s "
+                            "(publish_timeout)"
+                        ) from None
+                    if not waiting:
+                        if self._waiting >= self.config.max_pending_publishes:
+                            raise BrokerUnavailable(
+                                f"{exc}; {self._waiting} publishes of this process already "
+                                "wait for a broker (max_pending_publishes)"
+                            ) from None
+                        waiting = True
+                        self._waiting += 1
+                    await asyncio.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 1.0)
+        finally:
+            if waiting:
+                self._waiting -= 1
+        if reply.refusals:
+            refusal = reply.refusals[0]
+            raise BrokerRefused(f"broker {ordinal} refused: {refusal.reason}")
+
+    async def _call(
+        self, ordinal: int, request: broker_pb2.PublishRequest, timeout: float
+    ) -> broker_pb2.PublishReply:
         # The trace context also rides in the call's metadata, for gRPC-aware tooling.
-        metadata = tuple(publish.trace.items()) or None
+        metadata = tuple(request.publish[0].trace.items()) or None
+        # Waiting for the channel to be ready is what makes a publish ride out a broker
+        # restart instead of failing at once.
         future = self._stub(ordinal).Publish.future(
-            request, timeout=self.config.timeout, metadata=metadata
+            request, timeout=max(0.01, timeout), metadata=metadata, wait_for_ready=True
         )
         loop = asyncio.get_running_loop()
         result: asyncio.Future[broker_pb2.PublishReply] = loop.create_future()
@@ -61,13 +112,10 @@ class GRPCTransportLayer(ChannelLayer):
 
         future.add_done_callback(transfer)
         try:
-            reply = await result
+            return await result
         except asyncio.CancelledError:
             future.cancel()
             raise
-        if reply.refusals:
-            refusal = reply.refusals[0]
-            raise BrokerRefused(f"broker {ordinal} refused: {refusal.reason}")
 
     def _error(self, ordinal: int, exc: grpc.RpcError) -> Exception:
         code = exc.code() if hasattr(exc, "code") else None

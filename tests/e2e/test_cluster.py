@@ -203,13 +203,10 @@ async def test_broker_killed_and_restarted_recovers_its_groups_without_reconnect
         f"delivery gap for its groups: max {max(outages):.2f}s, min {min(outages):.2f}s"
     )
     assert max(outages) < 5.0
-    # Meanwhile group_send to its groups failed at once with the documented error.
-    assert refusals and all(
-        "broker 1" in detail and "unavailable" in detail for _, detail in refusals
-    )
-    print(
-        f"{len(refusals)} sends to broker 1's groups failed fast with BrokerUnavailable during the outage"
-    )
+    # Meanwhile group_send to its groups waited for the broker instead of failing
+    # (publish_timeout is far longer than this outage).
+    assert not refusals, refusals[:3]
+    print("no send to broker 1's groups failed during the outage: they waited for it")
     await asyncio.to_thread(
         wait_until, lambda: all(e.readyz()[0] == 200 for e in cluster.edges), 5, "edges ready again"
     )

@@ -20,9 +20,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from django_ws_client.connection import CloseCode, ConnectionPort
+from django_ws_client.connection import CloseCode, ConnectionPort, Event
 from django_ws_edge import metrics
 from django_ws_edge.guards import TokenBucket
+from django_ws_edge.options import DEFAULT_SLOW_CLIENT_SECONDS
 
 if TYPE_CHECKING:
     from django_ws_edge.layer import EdgeChannelLayer
@@ -49,6 +50,8 @@ _ACCEPTED = Decision(True)
 
 class EdgeConnection(ConnectionPort):
     """A :class:`ConnectionPort` over a websockets ``ServerConnection``."""
+
+    slow_client_seconds = DEFAULT_SLOW_CLIENT_SECONDS
 
     def __init__(
         self,
@@ -165,10 +168,18 @@ class EdgeConnection(ConnectionPort):
         if not self.is_open:
             await self._until_open()
         if not write_now(self.websocket, data):
+            # The client is not reading as fast as it is sent to: wait for its socket to
+            # drain, as long as it makes progress within slow_client_seconds.
             try:
-                await self.websocket.send(data)
+                await asyncio.wait_for(self.websocket.send(data), self.slow_client_seconds)
             except ConnectionClosed:
                 return  # the disconnect event is on its way to the consumer
+            except TimeoutError:
+                self.close_slow(
+                    f"a send made no progress for {self.slow_client_seconds:g}s "
+                    "(SLOW_CLIENT_SECONDS)"
+                )
+                return
         self.edge_layer.tally.sent += 1
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
@@ -190,16 +201,29 @@ class EdgeConnection(ConnectionPort):
     async def leave_all_groups(self) -> None:
         self.edge_layer.unregister(self.channel_name)
 
-    def close_slow(self, code: int) -> None:
-        """Close a consumer whose inbox overflowed, without waiting on it."""
+    def close_slow(self, why: str) -> None:
+        """Close a client that does not keep up, without waiting on it: the events
+        still waiting for it are dropped and counted."""
         if self._closing_slow or not self.accepted:
             return
         self._closing_slow = True
+        lost = self.discard_pending()
         metrics.SLOW_CONSUMERS_CLOSED.inc()
+        if lost:
+            metrics.DELIVERIES_LOST.labels("slow_client").inc(lost)
         logger.warning(
-            "closing %s: its inbox is over its capacity of %d", self.channel_name, self.capacity
+            "closing %s as too slow: %s; %d events waiting for it dropped",
+            self.channel_name,
+            why,
+            lost,
         )
-        asyncio.get_running_loop().create_task(self.websocket.close(code, "consumer too slow"))
+        asyncio.get_running_loop().create_task(
+            self.websocket.close(CloseCode.TRY_AGAIN_LATER, "client too slow")
+        )
+
+    def on_expired(self, event: Event) -> None:
+        super().on_expired(event)
+        metrics.DELIVERIES_LOST.labels("expired").inc()
 
 
 def write_now(websocket: ServerConnection, data: str | bytes) -> bool:

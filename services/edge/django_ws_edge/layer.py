@@ -4,12 +4,19 @@ Group membership of this worker's connections is kept in a :class:`GroupIndex`; 
 broker that owns a group hears about it only when the group's first local member joins
 and its last one leaves. A group message arrives from the broker once per worker and is
 decoded once, then handed to each local member.
+
+Every group message carries its position (epoch, offset). The worker keeps the last
+position it got from each group (its *cursor*): a message it already has is skipped, a
+gap (the broker dropped some for a full queue) is filled from the broker's history
+before anything newer is handed on, and after a reconnect the worker asks for what it
+missed. A member joining with ``since=`` gets what it missed the same way, on its own.
+Where history cannot fill a gap, the members get a ``group.gap`` event and the loss is
+counted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import secrets
@@ -18,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
-from django_ws_client.connection import CloseCode
-from django_ws_client.exceptions import BrokerUnavailable, ChannelFull
+from django_ws_client.connection import BufferBudget, Position
+from django_ws_client.exceptions import BrokerUnavailable, ChannelFull, GroupRefused
+from django_ws_client.positions import GAP_EVENT_TYPE, GAP_REASONS, parse_position
 from django_ws_client.tracing import inject_trace, span, tracer, tracing_enabled
 from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
 from django_ws_client.transport.config import TransportConfig
@@ -50,12 +58,24 @@ class EdgeChannelLayer(ChannelLayer):
         self.topology_epoch = 0
         self._channel_counter = 0
         self._subscribing: dict[str, asyncio.Future[None]] = {}
+        # Group -> [epoch, offset] of the last message this worker got from it.
+        self.cursors: dict[str, list[int]] = {}
+        # Resume requests in flight: the worker's own (request -> group), a member's
+        # (request -> group, channel), and who waits for an answer.
+        self._group_requests: dict[int, str] = {}
+        self._member_requests: dict[int, tuple[str, str]] = {}
+        self._answer_waiters: dict[int, asyncio.Future[None]] = {}
+        # Live messages held back while a gap is filled: for the whole worker (group ->
+        # deliveries) and for members catching up (group -> channel -> deliveries).
+        self._held: dict[str, list[broker_pb2.Delivery]] = {}
+        self._member_held: dict[str, dict[str, list[broker_pb2.Delivery]]] = {}
+        self.budget: BufferBudget | None = None
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         self._welcomed: dict[int, str] = {}
         self.tally = metrics.Tally()  # ordinal -> boot id of its current stream
         self.links: list[BrokerLink] = []
         self._handlers = LinkHandlers(
-            groups_owned=self._groups_owned, on_frame=self._on_frame, on_state=self._on_state
+            resumes_owned=self._resumes_owned, on_frame=self._on_frame, on_state=self._on_state
         )
         for ordinal in range(config.shards):
             self.links.append(self._make_link(ordinal))
@@ -97,9 +117,18 @@ class EdgeChannelLayer(ChannelLayer):
     def unregister(self, channel: str) -> None:
         """Forget a finished connection and take it out of all its groups."""
         self.connections.pop(channel, None)
+        for held in self._member_held.values():
+            held.pop(channel, None)
         for group in self.index.remove_channel(channel):
-            self._link_for(group).unsubscribe(group)
+            self._unsubscribe(group)
         metrics.LOCAL_GROUPS.set(len(self.index))
+
+    def _unsubscribe(self, group: str) -> None:
+        """The group's last local member left: the worker no longer follows it."""
+        self._link_for(group).unsubscribe(group)
+        self.cursors.pop(group, None)
+        self._held.pop(group, None)
+        self._member_held.pop(group, None)
 
     def _is_local(self, channel: str) -> bool:
         return channel_home(channel) == self.edge_id
@@ -110,33 +139,92 @@ class EdgeChannelLayer(ChannelLayer):
     def _groups_owned(self, ordinal: int) -> list[str]:
         return [group for group in self.index.groups() if self.ring.owner(group) == ordinal]
 
+    def _resumes_owned(self, ordinal: int) -> list[broker_pb2.Resume]:
+        """Subscriptions for a (re)connect: each group from the worker's cursor."""
+        link = self.links[ordinal]
+        resumes = []
+        for group in self._groups_owned(ordinal):
+            request = link.new_request()
+            self._group_requests[request] = group
+            cursor = self.cursors.get(group)
+            if cursor is None:
+                resumes.append(broker_pb2.Resume(group=group, request=request))
+            else:
+                resumes.append(
+                    broker_pb2.Resume(
+                        group=group, epoch=cursor[0], offset=cursor[1], request=request
+                    )
+                )
+        return resumes
+
     # Channel layer API ---------------------------------------------------------------
 
-    async def group_add(self, group: str, channel: Any) -> None:
+    async def group_add(self, group: str, channel: Any, *, since: str | None = None) -> None:
+        """Add a channel to a group; with ``since`` (a position this channel's client
+        got from ``group_position()``), first dispatch to it what the group received
+        after that position, or a ``group.gap`` event when that cannot be done.
+
+        Raises :class:`GroupRefused` when the broker refuses the subscription (a limit):
+        the channel would never receive the group's messages.
+        """
         require_group_name(group)
         name = channel_of(channel)
         if not self._is_local(name):
+            if since is not None:
+                raise ValueError("since= works only for channels of this websocket server")
             await self._control("group_add", group, name)
             return
         if name not in self.connections and name not in self._queues:
             return  # the connection already finished: joining would leak membership
-        if self.index.add(group, name):
-            metrics.LOCAL_GROUPS.set(len(self.index))
-            applied = self._link_for(group).subscribe(group)
-            if applied is not None:
-                self._subscribing[group] = applied
-                applied.add_done_callback(functools.partial(self._subscribed, group))
+        position = None if since is None else self._position_or_gap(group, name, since)
+        link = self._link_for(group)
+        first = self.index.add(group, name)
+        waiter: asyncio.Future[None] | None = None
+        if first or position is not None:
+            request = link.new_request()
+            if first:
+                metrics.LOCAL_GROUPS.set(len(self.index))
+                self._group_requests[request] = group
+            if position is not None:
+                # Live messages for this member wait until its catch-up is dispatched.
+                self._member_held.setdefault(group, {})[name] = []
+                self._member_requests[request] = (group, name)
+            waiter = asyncio.get_running_loop().create_future()
+            self._answer_waiters[request] = waiter
+            if first:
+                self._subscribing[group] = waiter
+                waiter.add_done_callback(functools.partial(self._subscribed, group))
+            epoch, offset = position or (0, 0)
+            link.resume(
+                broker_pb2.Resume(group=group, epoch=epoch, offset=offset, request=request)
+            )
         # As with Channels, once group_add returns the channel receives the group's
         # messages: wait until the broker has the subscription (once per worker).
-        applied = self._subscribing.get(group)
-        if applied is not None:
-            # If the link is down or slow, the reconnect re-subscribes the group.
-            with contextlib.suppress(TimeoutError, BrokerUnavailable):
-                await asyncio.wait_for(asyncio.shield(applied), self.config.timeout)
+        waiter = waiter or self._subscribing.get(group)
+        if waiter is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self.config.timeout)
+            except (TimeoutError, BrokerUnavailable):
+                pass  # the link is down or slow: the request is sent again on reconnect
+            except GroupRefused:
+                await self.group_discard(group, name)
+                raise
+
+    def _position_or_gap(self, group: str, channel: str, since: str) -> tuple[int, int] | None:
+        """The position a client handed back, or None after telling its consumer that
+        it cannot be used (a client's word is never trusted)."""
+        try:
+            return parse_position(since)
+        except ValueError as exc:
+            logger.warning("%s joined %r from %s", channel, group, exc)
+            self._gap(group, "epoch", [channel], None)
+            return None
 
     def _subscribed(self, group: str, applied: asyncio.Future[None]) -> None:
         if self._subscribing.get(group) is applied:
             del self._subscribing[group]
+        if not applied.cancelled():
+            applied.exception()  # retrieved: a refusal is raised to whoever waited
 
     async def group_discard(self, group: str, channel: Any) -> None:
         require_group_name(group)
@@ -144,8 +232,11 @@ class EdgeChannelLayer(ChannelLayer):
         if not self._is_local(name):
             await self._control("group_discard", group, name)
             return
+        held = self._member_held.get(group)
+        if held is not None:
+            held.pop(name, None)
         if self.index.discard(group, name):
-            self._link_for(group).unsubscribe(group)
+            self._unsubscribe(group)
             metrics.LOCAL_GROUPS.set(len(self.index))
 
     async def group_send(self, group: str, message: Any) -> None:
@@ -164,7 +255,7 @@ class EdgeChannelLayer(ChannelLayer):
         if self._is_local(name):
             # Same worker: the sender can be told at once, as Channels does.
             decoded = event_from_wire(codec.decode(event))
-            if not self._deliver_to(name, decoded, close_if_full=False):
+            if not self._deliver_to(name, decoded, len(event.body)):
                 raise ChannelFull(f"channel {name!r} is over its capacity of {self.capacity}")
             return
         publish = broker_pb2.Publish(channel=name, event=event, sent_at=time.time())
@@ -208,6 +299,103 @@ class EdgeChannelLayer(ChannelLayer):
                 if delivery.sent_at:
                     self.tally.observe_latency(max(0.0, now - delivery.sent_at))
                 self._on_delivery(delivery)
+        # Answers come after the deliveries the broker queued before them: the order in
+        # which the broker applied everything.
+        for recovered in frame.recovered:
+            self._on_recovered(ordinal, recovered)
+
+    # Positions and catching up ---------------------------------------------------------
+
+    def _on_recovered(self, ordinal: int, answer: broker_pb2.Recovered) -> None:
+        if ordinal < len(self.links):
+            self.links[ordinal].answered(answer.request)
+        group = answer.group
+        own = self._group_requests.pop(answer.request, None) is not None
+        member = self._member_requests.pop(answer.request, None)
+        waiter = self._answer_waiters.pop(answer.request, None)
+        if answer.refused:
+            logger.error("broker %d refused to subscribe to %r: %s", ordinal, group, answer.refused)
+            if member is not None:
+                self._member_held.get(group, {}).pop(member[1], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(
+                    GroupRefused(f"broker {ordinal} refused the group {group!r}: {answer.refused}")
+                )
+            return
+        if own and group in self.index:
+            self._catch_up(group, answer)
+        if member is not None:
+            self._catch_up_member(group, member[1], answer)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _catch_up(self, group: str, answer: broker_pb2.Recovered) -> None:
+        """The worker's own resume was answered: hand on what it missed, then what was
+        held back meanwhile, and continue from the answer's position."""
+        cursor = self.cursors.get(group)
+        held = self._held.pop(group, None)
+        if cursor is None:
+            self.cursors[group] = [answer.epoch, answer.offset]
+        elif answer.lost:
+            members = [c for c in self.index.members(group) if not self._is_held_member(group, c)]
+            self._gap(group, answer.lost, members, (group, answer.epoch, answer.offset))
+            cursor[0], cursor[1] = answer.epoch, answer.offset
+        else:
+            for delivery in answer.deliveries:
+                self._on_group_delivery(delivery)
+            cursor[0], cursor[1] = answer.epoch, max(cursor[1], answer.offset)
+        for delivery in held or ():
+            self._on_group_delivery(delivery)
+
+    def _catch_up_member(self, group: str, channel: str, answer: broker_pb2.Recovered) -> None:
+        held_by_member = self._member_held.get(group)
+        held = held_by_member.pop(channel, None) if held_by_member is not None else None
+        if held_by_member is not None and not held_by_member:
+            del self._member_held[group]
+        if held is None:
+            return  # the member left meanwhile
+        if answer.lost:
+            self._gap(group, answer.lost, [channel], (group, answer.epoch, answer.offset))
+        else:
+            for delivery in answer.deliveries:
+                self._deliver_one(channel, delivery)
+        for delivery in held:
+            if delivery.epoch == answer.epoch and delivery.offset > answer.offset:
+                self._deliver_one(channel, delivery)
+
+    def _is_held_member(self, group: str, channel: str) -> bool:
+        held = self._member_held.get(group)
+        return held is not None and channel in held
+
+    def _gap(
+        self, group: str, reason: str, channels: list[str], position: Position | None
+    ) -> None:
+        """Tell members that messages of ``group`` may be missing and cannot be replayed."""
+        public_reason = GAP_REASONS.get(reason, reason)
+        metrics.DELIVERIES_LOST.labels(
+            "broker_lost" if reason == "epoch" else "history_trimmed"
+        ).inc(len(channels))
+        for channel in channels:
+            self._deliver_to(
+                channel,
+                {"type": GAP_EVENT_TYPE, "group": group, "reason": public_reason},
+                0,
+                position,
+            )
+
+    def _deliver_one(self, channel: str, delivery: broker_pb2.Delivery) -> None:
+        try:
+            decoded = codec.decode(delivery.event)
+        except ValueError:
+            metrics.UNDECODABLE_EVENTS.inc()
+            metrics.DELIVERIES_LOST.labels("undecodable").inc()
+            return
+        self._deliver_to(
+            channel,
+            event_from_wire(decoded),
+            len(delivery.event.body),
+            (delivery.group, delivery.epoch, delivery.offset),
+        )
 
     # Topology ------------------------------------------------------------------------
 
@@ -256,6 +444,8 @@ class EdgeChannelLayer(ChannelLayer):
                 moved += 1
                 if old < len(self.links):
                     self.links[old].unsubscribe(group)
+                # The new owner numbers the group's messages in its own epoch.
+                self.cursors.pop(group, None)
                 self.links[new].subscribe(group)
         for link in self.links:
             link.shards = shards
@@ -264,15 +454,70 @@ class EdgeChannelLayer(ChannelLayer):
             if not link.started:
                 link.start()
         for link in leaving:
+            # What the leaving broker did not acknowledge goes to the groups' new owners.
+            for publish in link.take_retained():
+                asyncio.get_running_loop().create_task(self._republish(publish))
             asyncio.get_running_loop().create_task(link.close())
         logger.info("now %d shards at %s; %d groups moved", shards, addresses, moved)
         return moved
 
+    async def _republish(self, publish: broker_pb2.Publish) -> None:
+        try:
+            if publish.group:
+                await self._link_for(publish.group).publish(publish)
+            else:
+                await self.links[self.ring.channel_owner(publish.channel)].publish(publish)
+        except BrokerUnavailable as exc:
+            metrics.PUBLISH_LOST.inc()
+            logger.error("a publish moved to a new owner was lost: %s", exc)
+
     def _on_delivery(self, delivery: broker_pb2.Delivery) -> None:
+        """A live delivery from a broker: a group message passes the group's cursor."""
+        if not delivery.group or not delivery.epoch:
+            self._on_group_delivery(delivery)
+            return
+        group = delivery.group
+        held = self._held.get(group) if self._held else None
+        if held is not None:
+            held.append(delivery)  # a gap is being filled: this comes after it
+            return
+        cursor = self.cursors.get(group)
+        if cursor is not None and delivery.epoch == cursor[0]:
+            if delivery.offset <= cursor[1]:
+                return  # had it already (a catch-up overlapped the live stream)
+            if delivery.offset != cursor[1] + 1:
+                self._fill_gap(group, cursor, delivery)
+                return
+        self._on_group_delivery(delivery)
+
+    def _fill_gap(self, group: str, cursor: list[int], delivery: broker_pb2.Delivery) -> None:
+        """Messages between the cursor and ``delivery`` did not arrive (the broker's
+        queue for this worker was full): ask for them, hold newer ones meanwhile."""
+        self._held[group] = [delivery]
+        link = self._link_for(group)
+        request = link.new_request()
+        self._group_requests[request] = group
+        link.resume(
+            broker_pb2.Resume(group=group, epoch=cursor[0], offset=cursor[1], request=request),
+            retry=False,
+        )
+
+    def _on_group_delivery(self, delivery: broker_pb2.Delivery) -> None:
+        """Hand a delivery on to its local members (or its channel), moving the
+        group's cursor."""
+        if delivery.epoch:
+            cursor = self.cursors.get(delivery.group)
+            if cursor is None:
+                self.cursors[delivery.group] = [delivery.epoch, delivery.offset]
+            elif delivery.epoch == cursor[0] and delivery.offset <= cursor[1]:
+                return
+            else:
+                cursor[0], cursor[1] = delivery.epoch, delivery.offset
         try:
             decoded = codec.decode(delivery.event)
         except ValueError as exc:
             metrics.UNDECODABLE_EVENTS.inc()
+            metrics.DELIVERIES_LOST.labels("undecodable").inc()
             logger.error(
                 "undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc
             )
@@ -296,9 +541,15 @@ class EdgeChannelLayer(ChannelLayer):
                 return
             event = event_from_wire(decoded)
             copy = isinstance(event, dict)
+            size = len(delivery.event.body)
+            position = (delivery.group, delivery.epoch, delivery.offset)
+            held = self._member_held.get(delivery.group) if self._member_held else None
             for channel in members:
+                if held is not None and channel in held:
+                    held[channel].append(delivery)  # catching up: this comes after
+                    continue
                 # Each consumer gets its own dict, as with Channels' per-channel queues.
-                self._deliver_to(channel, dict(event) if copy else event)
+                self._deliver_to(channel, dict(event) if copy else event, size, position)
         elif decoded.kind == codec.CONTROL:
             self._apply_control(delivery.channel, decoded)
         else:
@@ -316,13 +567,25 @@ class EdgeChannelLayer(ChannelLayer):
             return
         if decoded.type == "group_add":
             if self.index.add(group, channel):
-                self._link_for(group).subscribe(group)  # nobody waits on a remote add
+                # Nobody waits on a remote add; the answer sets the group's cursor.
+                link = self._link_for(group)
+                request = link.new_request()
+                self._group_requests[request] = group
+                link.resume(broker_pb2.Resume(group=group, request=request), retry=False)
         elif decoded.type == "group_discard" and self.index.discard(group, channel):
-            self._link_for(group).unsubscribe(group)
+            self._unsubscribe(group)
         metrics.LOCAL_GROUPS.set(len(self.index))
 
-    def _deliver_to(self, channel: str, event: Any, *, close_if_full: bool = True) -> bool:
-        """Hand an event to a local consumer or receive queue; False when it is full."""
+    def _deliver_to(
+        self,
+        channel: str,
+        event: Any,
+        size: int = 0,
+        position: Position | None = None,
+    ) -> bool:
+        """Hand an event of ``size`` bytes to a local consumer or receive queue; False
+        when a receive queue is full. A consumer whose client does not keep up is
+        closed as too slow instead (its backlog passed its bound, or the worker's)."""
         connection = self.connections.get(channel)
         if connection is None:
             queue = self._queues.get(channel)
@@ -332,14 +595,26 @@ class EdgeChannelLayer(ChannelLayer):
                 queue.put_nowait(event)
             except asyncio.QueueFull:
                 metrics.QUEUE_DROPPED.inc()
+                metrics.DELIVERIES_LOST.labels("receive_queue_full").inc()
                 return False
             return True
         self.tally.deliveries += 1
-        if connection.deliver(event):
+        if connection.deliver(event, size, position):
             return True
-        if close_if_full:
-            connection.close_slow(CloseCode.TRY_AGAIN_LATER)
-        return False
+        if connection.pending_bytes > connection.max_pending_bytes:
+            connection.close_slow(
+                f"{connection.pending_bytes} bytes of events wait for it "
+                f"(SLOW_CLIENT_BYTES is {connection.max_pending_bytes})"
+            )
+        elif self.budget is not None:
+            # The worker's budget is spent: the client furthest behind gives way.
+            furthest = max(self.connections.values(), key=lambda c: c.pending_bytes)
+            furthest.close_slow(
+                f"{furthest.pending_bytes} bytes of events wait for it, the most of any "
+                f"client, and this worker's {self.budget.used} bytes passed "
+                f"WORKER_BUFFER_BYTES ({self.budget.limit})"
+            )
+        return True
 
     # Channels that are not connections ------------------------------------------------
 

@@ -2,8 +2,14 @@
 
 A link batches outgoing operations into frames, reconnects with backoff and jitter when
 its broker goes away, and on every (re)connect subscribes again to all the groups the
-worker still has members in for that broker, because membership lives at the edge. While
-a link is down, a publish to a group it owns fails at once with ``BrokerUnavailable``.
+worker still has members in for that broker, because membership lives at the edge,
+asking the broker for what each group received since the last message the worker got.
+
+Every publish is numbered and kept until the broker acknowledges it; after a reconnect
+the unacknowledged ones are sent again (the broker drops any it had applied), so a
+broker restart neither loses nor doubles what ``group_send`` accepted. While the broker
+is unreachable, or too many publishes wait for its acknowledgement, a publish waits,
+up to ``publish_timeout`` seconds, then fails with ``BrokerUnavailable``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,9 +31,6 @@ from django_ws_edge import metrics
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.edge.link")
-
-MAX_PENDING_PUBLISHES = 10_000
-"""Publishes waiting to be written to one broker before senders are made to wait."""
 
 LINGER_SECONDS = 0.001
 """Under load, how long a link waits to gather more operations into one frame.
@@ -47,47 +51,57 @@ BACKOFF_MAX = 2.0
 class LinkHandlers:
     """What a link calls back into: the worker's layer."""
 
-    groups_owned: Callable[[int], list[str]]
+    # The subscriptions to send in the hello of a (re)connect: every group the worker
+    # has members in for this broker, with the position it last got from each.
+    resumes_owned: Callable[[int], list[broker_pb2.Resume]]
     on_frame: Callable[[int, broker_pb2.BrokerFrame], None]
     on_state: Callable[[int, bool], None]
 
 
+# The broker applies a frame's fields in this order; an operation that would be applied
+# before one already in the frame starts a new frame, so nothing is reordered.
+_SUBSCRIBE, _RESUME, _PUBLISH, _UNSUBSCRIBE = range(4)
+
+FRAME_PUBLISH_BYTES = 4 * 1024 * 1024
+"""Bytes of publishes packed into one frame at most (a quarter of the broker's default
+message limit), so that thousands re-sent after a reconnect still fit."""
+
+
 class _FrameBuilder:
-    """Packs operations into frames without reordering them: the broker applies a
-    frame's fields as subscribe, publish, unsubscribe, so an operation that would be
-    applied out of order starts a new frame."""
+    """Packs operations into frames without reordering them."""
 
     def __init__(self) -> None:
         self.frames: list[broker_pb2.EdgeFrame] = []
-        self.publishes = 0
+        self._rank = 0
+        self._publish_bytes = 0
 
-    def _frame_for(self, field_rank: int) -> broker_pb2.EdgeFrame:
-        if self.frames:
-            frame = self.frames[-1]
-            if (field_rank < 2 and len(frame.unsubscribe)) or (
-                field_rank < 1 and len(frame.publish)
-            ):
-                frame = broker_pb2.EdgeFrame()
-                self.frames.append(frame)
-            return frame
-        frame = broker_pb2.EdgeFrame()
-        self.frames.append(frame)
-        return frame
+    def _frame_for(self, rank: int) -> broker_pb2.EdgeFrame:
+        if not self.frames or rank < self._rank:
+            self.frames.append(broker_pb2.EdgeFrame())
+            self._publish_bytes = 0
+        self._rank = rank
+        return self.frames[-1]
 
     def subscribe(self, group: str) -> None:
-        self._frame_for(0).subscribe.append(group)
+        self._frame_for(_SUBSCRIBE).subscribe.append(group)
 
-    def publish(self, publish: broker_pb2.Publish) -> None:
-        self._frame_for(1).publish.append(publish)
-        self.publishes += 1
+    def resume(self, resume: broker_pb2.Resume) -> None:
+        self._frame_for(_RESUME).resume.append(resume)
+
+    def publish(self, publish: broker_pb2.Publish, size: int) -> None:
+        if self._publish_bytes + size > FRAME_PUBLISH_BYTES and self._publish_bytes:
+            self._rank = _UNSUBSCRIBE + 1  # full: the next operation starts a new frame
+        self._frame_for(_PUBLISH).publish.append(publish)
+        self._publish_bytes += size
 
     def unsubscribe(self, group: str) -> None:
-        self._frame_for(2).unsubscribe.append(group)
+        self._frame_for(_UNSUBSCRIBE).unsubscribe.append(group)
 
     def take(self) -> list[broker_pb2.EdgeFrame]:
         frames = [f for f in self.frames if f.ByteSize()]
         self.frames = []
-        self.publishes = 0
+        self._rank = 0
+        self._publish_bytes = 0
         return frames
 
 
@@ -115,8 +129,16 @@ class BrokerLink:
         self.boot_id = ""
         self._builder = _FrameBuilder()
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        # Set whenever a waiting publish may go ahead: the link came up, or the broker
+        # acknowledged publishes.
+        self._changed = asyncio.Event()
+        # (seq, publish, size) of every publish not yet acknowledged, oldest first.
+        self._seq = 0
+        self._retained: deque[tuple[int, broker_pb2.Publish, int]] = deque()
+        self._retained_bytes = 0
+        # Resume requests whose answer a member waits for: sent again after a reconnect.
+        self._next_request = 0
+        self._resumes: dict[int, broker_pb2.Resume] = {}
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._closing = False
@@ -126,34 +148,101 @@ class BrokerLink:
 
     # Operations (called by the worker's layer) ---------------------------------------
 
-    def subscribe(self, group: str) -> asyncio.Future[None] | None:
-        """Subscribe to ``group``; returns a future done once the broker applied it
-        (None while down: the reconnect subscribes to every owned group anyway)."""
-        if not self.up:
-            return None
-        self._builder.subscribe(group)
-        return self.barrier()
+    def new_request(self) -> int:
+        """A request number for a Resume, unique on this link."""
+        self._next_request += 1
+        return self._next_request
+
+    def resume(self, resume: broker_pb2.Resume, *, retry: bool = True) -> None:
+        """Subscribe to a group and ask for what it received after a position (epoch
+        0: none). With ``retry`` the request is sent again after a reconnect until it
+        is answered (someone waits for it); without, the reconnect's own resume of every
+        owned group stands in for it."""
+        if retry:
+            self._resumes[resume.request] = resume
+        if self.up:
+            self._builder.resume(resume)
+            self._wake.set()
+
+    def answered(self, request: int) -> None:
+        """The broker answered a Resume request: no need to send it again."""
+        self._resumes.pop(request, None)
+
+    def subscribe(self, group: str) -> None:
+        """Subscribe to ``group`` with no answer awaited (the broker's refusal, if
+        any, is logged)."""
+        if self.up:
+            self._builder.subscribe(group)
+            self._wake.set()
 
     def unsubscribe(self, group: str) -> None:
         if self.up:
             self._builder.unsubscribe(group)
             self._wake.set()
 
+    @property
+    def unacknowledged(self) -> int:
+        """Publishes sent or waiting to be sent that the broker has not acknowledged."""
+        return len(self._retained)
+
     async def publish(self, publish: broker_pb2.Publish) -> None:
-        """Queue a publish; fails at once when the broker is down, waits when too
-        many publishes are already waiting to be written."""
-        if not self.up:
-            raise BrokerUnavailable(
-                f"broker {self.ordinal} at {self.address} is unavailable; the message to "
-                f"{publish.group or publish.channel!r} was not sent"
-            )
-        if self._builder.publishes >= MAX_PENDING_PUBLISHES:
-            self._room.clear()
-            await self._room.wait()
-            if not self.up:
-                raise BrokerUnavailable(f"broker {self.ordinal} went away before the send")
-        self._builder.publish(publish)
+        """Queue a publish, keeping it until the broker acknowledges it.
+
+        Waits while the broker is unreachable or too many publishes (count or bytes)
+        wait for its acknowledgement, up to ``publish_timeout``; then raises
+        ``BrokerUnavailable`` and the publish is not sent.
+        """
+        size = publish.ByteSize()
+        config = self.config
+        if not (
+            self.up
+            and len(self._retained) < config.max_pending_publishes
+            and (not self._retained or self._retained_bytes + size <= config.max_pending_bytes)
+        ):
+            await self._wait_for_room(publish, size)
+        self._seq += 1
+        publish.seq = self._seq
+        self._retained.append((self._seq, publish, size))
+        self._retained_bytes += size
+        self._builder.publish(publish, size)
         self._wake.set()
+
+    async def _wait_for_room(self, publish: broker_pb2.Publish, size: int) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.publish_timeout
+        while True:
+            if not self.up:
+                why = f"broker {self.ordinal} at {self.address} is unreachable"
+            elif len(self._retained) >= config.max_pending_publishes:
+                why = (
+                    f"{len(self._retained)} publishes wait for broker {self.ordinal}'s "
+                    "acknowledgement (max_pending_publishes)"
+                )
+            elif self._retained and self._retained_bytes + size > config.max_pending_bytes:
+                why = (
+                    f"{self._retained_bytes} bytes of publishes wait for broker "
+                    f"{self.ordinal}'s acknowledgement (max_pending_bytes)"
+                )
+            else:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closing:
+                raise BrokerUnavailable(
+                    f"{why} for {config.publish_timeout:g}s (publish_timeout); the message "
+                    f"to {publish.group or publish.channel!r} was not sent"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def _acknowledged(self, acked: int) -> None:
+        retained = self._retained
+        if not retained or retained[0][0] > acked:
+            return
+        while retained and retained[0][0] <= acked:
+            self._retained_bytes -= retained.popleft()[2]
+        self._changed.set()
 
     def barrier(self) -> asyncio.Future[None]:
         """A future done once the broker has applied everything queued so far.
@@ -189,12 +278,30 @@ class BrokerLink:
 
     async def close(self) -> None:
         self._closing = True
+        self._changed.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._channel is not None:
             await self._channel.close()
+        if self._retained:
+            metrics.PUBLISH_LOST.inc(len(self._retained))
+            logger.warning(
+                "%d publishes to broker %d were never acknowledged before this worker stopped",
+                len(self._retained),
+                self.ordinal,
+            )
+            self._retained.clear()
+            self._retained_bytes = 0
+
+    def take_retained(self) -> list[broker_pb2.Publish]:
+        """Hand over the unacknowledged publishes (this broker is leaving the cluster:
+        they go to the groups' new owners)."""
+        publishes = [publish for _seq, publish, _size in self._retained]
+        self._retained.clear()
+        self._retained_bytes = 0
+        return publishes
 
     def _make_channel(self) -> grpc.aio.Channel:
         credentials = channel_credentials(self.config)
@@ -240,27 +347,25 @@ class BrokerLink:
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     def _set_down(self) -> None:
-        lost = self._builder.publishes
+        # Unsent frames go; the publishes in them stay retained and are sent again.
         self._builder.take()
-        if lost:
-            metrics.PUBLISH_LOST.inc(lost)
-            logger.warning("%d publishes to broker %d were lost with its link", lost, self.ordinal)
         for waiter in self._sync_waiters.values():
             if not waiter.done():
                 waiter.set_exception(BrokerUnavailable(f"broker {self.ordinal} went away"))
                 waiter.exception()  # retrieved here: nobody may be waiting on it
         self._sync_waiters.clear()
         self._pending_barrier = None
-        self._room.set()
+        self._changed.set()
         if self.up:
             self.up = False
             self.handlers.on_state(self.ordinal, False)
 
     async def _session(self, stub: broker_pb2_grpc.BrokerStub) -> None:
         call = stub.Attach(wait_for_ready=True)
+        resumes = self.handlers.resumes_owned(self.ordinal)
         hello = broker_pb2.EdgeFrame(
             hello=broker_pb2.Hello(edge_id=self.edge_id, ordinal=self.ordinal, shards=self.shards),
-            subscribe=self.handlers.groups_owned(self.ordinal),
+            resume=resumes,
         )
         await call.write(hello)
         first = await call.read()
@@ -268,16 +373,26 @@ class BrokerLink:
             raise ConnectionError(f"broker {self.ordinal} did not welcome this edge")
         self.boot_id = first.welcome.boot_id
         metrics.LINK_CONNECTS.inc()
-        # Groups joined between the hello and now were not in the hello: send them too.
-        resubscribe = set(self.handlers.groups_owned(self.ordinal)) - set(hello.subscribe)
         self.up = True
-        for group in resubscribe:
-            self._builder.subscribe(group)
+        # Groups joined between the hello and now were not in the hello: send them too.
+        in_hello = {resume.group for resume in resumes}
+        for resume in self.handlers.resumes_owned(self.ordinal):
+            if resume.group not in in_hello:
+                self._builder.resume(resume)
+        # Requests someone waits for, then every publish not acknowledged, in order.
+        for resume in self._resumes.values():
+            self._builder.resume(resume)
+        if self._retained:
+            metrics.PUBLISH_RETRIED.inc(len(self._retained))
+            for _seq, publish, size in self._retained:
+                self._builder.publish(publish, size)
+        self._changed.set()
         logger.info(
-            "link to broker %d at %s up (%d groups)",
+            "link to broker %d at %s up (%d groups, %d publishes sent again)",
             self.ordinal,
             self.address,
-            len(hello.subscribe),
+            len(resumes),
+            len(self._retained),
         )
         self.handlers.on_state(self.ordinal, True)
         self.handlers.on_frame(self.ordinal, first)
@@ -308,7 +423,6 @@ class BrokerLink:
                 for frame in frames:
                     await call.write(frame)
                 last_write = loop.time()
-                self._room.set()
         finally:
             reader.cancel()
             call.cancel()
@@ -318,6 +432,8 @@ class BrokerLink:
             frame = await call.read()
             if frame is grpc.aio.EOF:
                 raise ConnectionError(f"broker {self.ordinal} closed the stream")
+            if frame.acked:
+                self._acknowledged(frame.acked)
             if frame.synced:
                 waiter = self._sync_waiters.pop(frame.synced, None)
                 if waiter is not None and not waiter.done():

@@ -38,7 +38,21 @@ CONSUMER_ERRORS = Counter(
 )
 SLOW_CONSUMERS_CLOSED = Counter(
     "django_ws_edge_slow_consumers_closed",
-    "Connections closed because their inbox overflowed (1013).",
+    "Connections closed because their client did not keep up (1013): too many unsent "
+    "bytes, or a send that made no progress for SLOW_CLIENT_SECONDS.",
+)
+DELIVERIES_LOST = Counter(
+    "django_ws_edge_deliveries_lost",
+    "Events that did not reach a consumer, by reason: slow_client (dropped with a client "
+    "closed as too slow), expired (waited past the layer's expiry), broker_lost (a gap: "
+    "the broker lost the group's history, counted once per member told), "
+    "history_trimmed (a gap older than the history kept, counted per event missed), "
+    "receive_queue_full, undecodable.",
+    ["reason"],
+)
+PUBLISH_RETRIED = Counter(
+    "django_ws_edge_publish_resent",
+    "Publishes sent again after a broker stream was re-established (not yet acknowledged).",
 )
 QUEUE_DROPPED = Counter(
     "django_ws_edge_receive_queue_dropped",
@@ -57,7 +71,9 @@ RATE_LIMITED = Counter(
     "Connections closed (1008) for sending more messages than the rate limit allows.",
 )
 PUBLISH_LOST = Counter(
-    "django_ws_edge_publish_lost", "Publishes accepted locally but lost with a broker link."
+    "django_ws_edge_publish_lost",
+    "Publishes accepted but never acknowledged by their broker: still waiting when the "
+    "worker stopped.",
 )
 BROKER_DROPPED = Counter(
     "django_ws_edge_broker_dropped",

@@ -10,6 +10,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from django_ws_client.connection import DEFAULT_SLOW_CLIENT_BYTES
+
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 """Largest websocket message accepted (close code 1009 past it)."""
 
@@ -33,6 +35,14 @@ DEFAULT_MAX_HEADERS = 128
 
 DEFAULT_MAX_WRITE_BUFFER = 4 * 1024 * 1024
 """Unsent bytes one connection may hold before it is cut off (above any one message)."""
+
+
+DEFAULT_SLOW_CLIENT_SECONDS = 30.0
+"""Seconds a send to a client may make no progress before it is closed as too slow."""
+
+DEFAULT_WORKER_BUFFER_BYTES = 512 * 1024 * 1024
+"""Bytes of channel layer events waiting in all of one worker's connections; past it,
+the connection with the most waiting is closed as too slow."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class WorkerOptions:
     max_headers: int = DEFAULT_MAX_HEADERS
     socket_send_buffer: int | None = None
     max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER
+    slow_client_bytes: int = DEFAULT_SLOW_CLIENT_BYTES
+    slow_client_seconds: float = DEFAULT_SLOW_CLIENT_SECONDS
+    worker_buffer_bytes: int = DEFAULT_WORKER_BUFFER_BYTES
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -105,6 +118,11 @@ def worker_options_from_settings(bind: str, alias: str, grace_seconds: float) ->
         max_headers=int(server_option("MAX_HEADERS", DEFAULT_MAX_HEADERS)),
         socket_send_buffer=_optional_int(server_option("SOCKET_SEND_BUFFER", None)),
         max_write_buffer=int(server_option("MAX_WRITE_BUFFER", DEFAULT_MAX_WRITE_BUFFER)),
+        slow_client_bytes=int(server_option("SLOW_CLIENT_BYTES", DEFAULT_SLOW_CLIENT_BYTES)),
+        slow_client_seconds=float(
+            server_option("SLOW_CLIENT_SECONDS", DEFAULT_SLOW_CLIENT_SECONDS)
+        ),
+        worker_buffer_bytes=int(server_option("WORKER_BUFFER_BYTES", DEFAULT_WORKER_BUFFER_BYTES)),
     )
 
 

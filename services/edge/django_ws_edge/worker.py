@@ -22,6 +22,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from django_ws_client.connection import BufferBudget
 from django_ws_client.exceptions import DenyConnection, HandshakeRejected
 from django_ws_client.tracing import span, tracing_enabled
 from django_ws_client.transport import layer_config, use_layer
@@ -53,6 +54,11 @@ class Worker:
         self.app = app
         self.layer = layer
         self.capacity = layer.config.capacity
+        # Limits every connection of this worker shares: set once on the class, so no
+        # idle connection carries them in its own dict.
+        EdgeConnection.max_pending_bytes = options.slow_client_bytes
+        EdgeConnection.slow_client_seconds = options.slow_client_seconds
+        EdgeConnection.budget = layer.budget = BufferBudget(options.worker_buffer_bytes)
         self.server: Server | None = None
         self.draining = False
         self.bad_request_log = SourceLogLimiter()

@@ -51,6 +51,8 @@ if os.environ.get("TEST_TLS_CA"):
 if os.environ.get("TEST_CAPACITY"):
     _config["capacity"] = int(os.environ["TEST_CAPACITY"])
 _config["connect_timeout"] = float(os.environ.get("TEST_CONNECT_TIMEOUT", "5"))
+if os.environ.get("TEST_PUBLISH_TIMEOUT"):
+    _config["publish_timeout"] = float(os.environ["TEST_PUBLISH_TIMEOUT"])
 
 WEBSOCKET_TRANSPORT_BACKENDS = {
     "default": {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": _config}
@@ -70,6 +72,9 @@ for _key in (
     "BLOCKED_LOOP_WARNING",
     "MAX_CONNECTIONS",
     "CLOSE_TIMEOUT",
+    "SLOW_CLIENT_BYTES",
+    "SLOW_CLIENT_SECONDS",
+    "WORKER_BUFFER_BYTES",
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
