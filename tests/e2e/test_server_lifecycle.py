@@ -212,3 +212,27 @@ def test_a_dead_servers_answering_broker_socket_is_not_reused(stack: Stack, tmp_
         p.pid for p in psutil.Process(server.pid).children() if "django_ws_broker" in p.cmdline()
     ]
     assert len(brokers) == 1 and brokers[0] != orphan.pid  # ready: linked to its own broker
+
+
+async def test_a_worker_blocked_when_the_supervisor_is_killed_still_exits(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A blocked loop cannot drain; the lifeline's thread exits the worker hard."""
+    server = stack.edge(
+        workers=1,
+        broker=f"unix:{tmp_path / 'embedded.sock'}",
+        extra_args=("--wedged-timeout", "60"),
+    )
+    children = [pid for pid in process_tree(server.pid) if pid != server.pid]
+    ws = await connect(f"{server.ws_url}/ws/faulty/block/")
+    await ws.send("60")  # blocks the worker's loop for a minute
+    wait_until(lambda: "blocked for" in server.log(), 5, "the loop watchdog's warning")
+    try:
+        killed = time.monotonic()
+        server.signal(signal.SIGKILL)
+        wait_until(lambda: none_running(children), 10, "every child of the killed supervisor")
+        print(f"\nblocked worker and broker gone {time.monotonic() - killed:.2f}s after SIGKILL")
+    finally:
+        for pid in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
