@@ -85,6 +85,10 @@ async def test_a_stopped_worker_turns_readyz_503_is_replaced_and_others_serve(
     )
     assert "/readyz reports not ready" in log and "killing it (SIGKILL)" in log
     assert "the consumer running is unknown" in log
+    replaced = [m for m in server.metrics().splitlines() if "workers_replaced_total{" in m]
+    print(replaced)
+    assert 'django_ws_edge_workers_replaced_total{reason="wedged"} 1.0' in replaced
+    assert 'django_ws_edge_workers_replaced_total{reason="died"} 0.0' in replaced
 
 
 async def test_a_worker_blocked_by_a_consumer_is_replaced_naming_the_consumer(

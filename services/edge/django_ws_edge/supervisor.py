@@ -26,8 +26,12 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge.embedded import BrokerNotFound, EmbeddedBroker, ensure_brokers
@@ -60,10 +64,29 @@ class WorkerSlot:
     blocked_by: str | None = None
     """The consumer the worker's watchdog last named as blocking its loop."""
     silent_logged: bool = False
+    killed_as_wedged: bool = False
 
     def silent_for(self, now: float) -> float:
         """Seconds since the last heartbeat (0 before the worker's first one)."""
         return 0.0 if self.last_beat is None else now - self.last_beat
+
+
+class SupervisorCollector(Collector):
+    """The supervisor's own figures for ``/metrics``, next to the workers' merged ones."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "django_ws_edge_workers_replaced",
+            "Workers the supervisor replaced, by reason: died (exited on their own) or "
+            "wedged (no heartbeat, killed). Their open connections were lost.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.supervisor.replaced.items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 class Supervisor:
@@ -80,7 +103,7 @@ class Supervisor:
         # The lifeline: children inherit the read end; the write end never leaves this
         # process, so the kernel closes it when this process dies, however it dies.
         self.lifeline_read, self.lifeline_write = os.pipe()
-        self.wedged_replaced = 0
+        self.replaced: dict[str, int] = {"died": 0, "wedged": 0}
 
     # Readiness -----------------------------------------------------------------------
 
@@ -130,6 +153,7 @@ class Supervisor:
         slot.last_beat = None
         slot.blocked_by = None
         slot.silent_logged = False
+        slot.killed_as_wedged = False
         slot.started_at = time.monotonic()
         slot.status_reader = asyncio.get_running_loop().create_task(
             self._read_status(slot, read_fd, slot.process.pid)
@@ -173,6 +197,7 @@ class Supervisor:
                 "worker %d (pid %d) died with %s; starting a replacement", slot.index, pid, how
             )
             slot.restarts += 1
+            self.replaced["wedged" if slot.killed_as_wedged else "died"] += 1
             quick = time.monotonic() - slot.started_at < 1.0
             if quick:
                 await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.2 * 2 ** min(slot.restarts, 6)))
@@ -207,7 +232,7 @@ class Supervisor:
                         silent,
                         running,
                     )
-                    self.wedged_replaced += 1
+                    slot.killed_as_wedged = True
                     slot.last_beat = None  # once: _watch respawns when the kill lands
                     slot.status = {}  # not ready from now on
                     with contextlib.suppress(ProcessLookupError):
@@ -308,7 +333,9 @@ class Supervisor:
             )
             if options.health_bind:
                 health = parse_bind(options.health_bind)
-                self.probes = ProbeServer(self.readiness, self.metrics_dir)
+                self.probes = ProbeServer(
+                    self.readiness, self.metrics_dir, SupervisorCollector(self)
+                )
                 await self.probes.start(health.host, health.port)
                 logger.info("probes and metrics on http://%s:%d/", health.host, self.probes.port)
             for slot in self.slots:
