@@ -236,3 +236,37 @@ async def test_a_worker_blocked_when_the_supervisor_is_killed_still_exits(
         for pid in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(pid).kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (
+            ("--heartbeat-timeout", "0"),
+            {},
+            "--heartbeat-timeout (or WEBSOCKET_SERVER['HEARTBEAT_TIMEOUT']) must be more than 0",
+        ),
+        (
+            (),
+            {"TEST_HEARTBEAT_TIMEOUT": "5", "TEST_WEDGED_TIMEOUT": "1"},
+            "--wedged-timeout (or WEBSOCKET_SERVER['WEDGED_TIMEOUT']) = 1s must not be shorter",
+        ),
+    ],
+)
+def test_bad_heartbeat_timeouts_are_a_clear_error(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "websockets_server", "-b", f"127.0.0.1:{free_port()}", *args],
+        cwd=TEST_PROJECT,
+        env=base_env(
+            DJANGO_SETTINGS_MODULE="testproject.settings",
+            TEST_DATABASE=str(tmp_path / "db.sqlite3"),
+            **env,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr

@@ -70,6 +70,8 @@ for _key in (
     "BLOCKED_LOOP_WARNING",
     "MAX_CONNECTIONS",
     "CLOSE_TIMEOUT",
+    "HEARTBEAT_TIMEOUT",
+    "WEDGED_TIMEOUT",
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
