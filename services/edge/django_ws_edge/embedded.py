@@ -151,9 +151,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_socket(address: str) -> None:
-    """Remove the socket of an embedded broker whose supervisor died (its broker ends by
-    its lifeline, but may still answer for a moment), and a socket nothing answers on.
-    The broker started next binds a fresh socket; the dead server's is never used."""
+    """Remove the socket of an embedded broker whose supervisor died: its broker ends by
+    its lifeline, but may still answer for a moment, or be stopped. The broker started
+    next binds a fresh socket; the dead server's is never used. (A socket file nothing
+    answers on and no owner names is replaced by the broker itself when it binds.)"""
     path = address.removeprefix("unix:").removeprefix("//")
     try:
         with open(_owner_path(address)) as owner:
