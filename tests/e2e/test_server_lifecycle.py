@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import psutil
 import pytest
 from websockets.asyncio.client import connect, unix_connect
 
+from support.clients import join
 from support.processes import (
     TEST_PROJECT,
     Stack,
@@ -139,3 +141,132 @@ def test_sigterm_while_waiting_for_brokers_stops_at_once(stack: Stack) -> None:
     assert server.wait(10) == 0
     print(f"\nstopped {time.monotonic() - started:.2f}s after SIGTERM while waiting for brokers")
     assert time.monotonic() - started < 5
+
+
+async def test_supervisor_sigkill_leaves_no_process_and_the_next_start_serves_afresh(
+    stack: Stack, tmp_path: Path
+) -> None:
+    sock = tmp_path / "embedded.sock"
+    server = stack.edge(workers=2, broker=f"unix:{sock}")
+    clients = [(await join(f"{server.ws_url}/ws/group/g{i}/"))[0] for i in range(4)]
+    tree = process_tree(server.pid)
+    children = [pid for pid in tree if pid != server.pid]
+    broker_pids = [
+        p.pid for p in psutil.Process(server.pid).children() if "django_ws_broker" in p.cmdline()
+    ]
+    assert len(children) >= 3 and len(broker_pids) == 1  # two workers, the embedded broker
+    try:
+        killed = time.monotonic()
+        server.signal(signal.SIGKILL)
+        # Polled without blocking this loop: the clients must answer the workers' closes.
+        while time.monotonic() - killed < 10:
+            if none_running(children):
+                break
+            await asyncio.sleep(0.02)
+        gone_after = time.monotonic() - killed
+        assert none_running(children), "children of the killed supervisor still running"
+        closes = []
+        for ws in clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.wait_closed(), 5)
+            closes.append(ws.close_code)
+        print(
+            f"\nsupervisor SIGKILLed: its {len(children)} children (workers, embedded broker) "
+            f"gone after {gone_after:.2f}s; client close codes {closes}"
+        )
+        assert gone_after < 10
+    finally:
+        for pid in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+    again = stack.edge(workers=1, broker=f"unix:{sock}", name="edge-again")
+    wait_until(lambda: "embedded broker (pid" in again.log(), 5, "a fresh embedded broker")
+    log = again.log()
+    assert "using the broker already serving" not in log
+    new_brokers = [
+        p.pid for p in psutil.Process(again.pid).children() if "django_ws_broker" in p.cmdline()
+    ]
+    assert len(new_brokers) == 1 and new_brokers != broker_pids
+    async with connect(f"{again.ws_url}/ws/group/g/") as ws:
+        json.loads(await ws.recv())
+        await ws.send(json.dumps({"text": "after the crash"}))
+        assert json.loads(await ws.recv())["text"] == "after the crash"
+    stale = [line for line in log.splitlines() if "stale embedded broker socket" in line]
+    print(f"next start: fresh embedded broker pid {new_brokers[0]}; {stale or 'no stale socket'}")
+
+
+def test_a_dead_servers_answering_broker_socket_is_not_reused(stack: Stack, tmp_path: Path) -> None:
+    """An embedded broker that still answers when the next start comes (a server
+    restarted at once after a crash) is not used: its socket is removed first."""
+    sock = tmp_path / "embedded.sock"
+    orphan = stack.broker(f"unix:{sock}", name="orphan")  # stands for the orphaned broker
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    Path(f"{sock}.owner").write_text(json.dumps({"supervisor": dead.pid, "broker": orphan.pid}))
+    server = stack.edge(workers=1, broker=f"unix:{sock}")
+    log = server.log()
+    line = next(line for line in log.splitlines() if "stale embedded broker socket" in line)
+    print(f"\n{line}")
+    assert "using the broker already serving" not in log
+    brokers = [
+        p.pid for p in psutil.Process(server.pid).children() if "django_ws_broker" in p.cmdline()
+    ]
+    assert len(brokers) == 1 and brokers[0] != orphan.pid  # ready: linked to its own broker
+
+
+async def test_a_worker_blocked_when_the_supervisor_is_killed_still_exits(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A blocked loop cannot drain; the lifeline's thread exits the worker hard."""
+    server = stack.edge(
+        workers=1,
+        broker=f"unix:{tmp_path / 'embedded.sock'}",
+        extra_args=("--wedged-timeout", "60"),
+    )
+    children = [pid for pid in process_tree(server.pid) if pid != server.pid]
+    ws = await connect(f"{server.ws_url}/ws/faulty/block/")
+    await ws.send("60")  # blocks the worker's loop for a minute
+    wait_until(lambda: "blocked for" in server.log(), 5, "the loop watchdog's warning")
+    try:
+        killed = time.monotonic()
+        server.signal(signal.SIGKILL)
+        wait_until(lambda: none_running(children), 10, "every child of the killed supervisor")
+        print(f"\nblocked worker and broker gone {time.monotonic() - killed:.2f}s after SIGKILL")
+    finally:
+        for pid in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (
+            ("--heartbeat-timeout", "0"),
+            {},
+            "--heartbeat-timeout (or WEBSOCKET_SERVER['HEARTBEAT_TIMEOUT']) must be more than 0",
+        ),
+        (
+            (),
+            {"TEST_HEARTBEAT_TIMEOUT": "5", "TEST_WEDGED_TIMEOUT": "1"},
+            "--wedged-timeout (or WEBSOCKET_SERVER['WEDGED_TIMEOUT']) = 1s must not be shorter",
+        ),
+    ],
+)
+def test_bad_heartbeat_timeouts_are_a_clear_error(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], expected: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "websockets_server", "-b", f"127.0.0.1:{free_port()}", *args],
+        cwd=TEST_PROJECT,
+        env=base_env(
+            DJANGO_SETTINGS_MODULE="testproject.settings",
+            TEST_DATABASE=str(tmp_path / "db.sqlite3"),
+            **env,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr

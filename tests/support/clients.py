@@ -20,7 +20,7 @@ async def on_distinct_workers(
     url: str, count: int = 2, tries: int = 40
 ) -> list[tuple[ClientConnection, dict[str, Any]]]:
     """Open connections until ``count`` of them are on different worker processes
-    (SO_REUSEPORT spreads connections by hash), closing the others."""
+    (whichever worker accepts first gets a connection), closing the others."""
     found: dict[int, tuple[ClientConnection, dict[str, Any]]] = {}
     for _ in range(tries):
         ws, hello = await join(url)

@@ -45,6 +45,22 @@ class Command(BaseCommand):
             help="seconds to drain after SIGTERM "
             "(default 25, or WEBSOCKET_SERVER['GRACE_SECONDS'])",
         )
+        parser.add_argument(
+            "--heartbeat-timeout",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="a worker whose event loop sends no heartbeat for this long makes /readyz "
+            "answer 503 (default 5, or WEBSOCKET_SERVER['HEARTBEAT_TIMEOUT'])",
+        )
+        parser.add_argument(
+            "--wedged-timeout",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="a worker silent for this long is killed and replaced "
+            "(default 10, or WEBSOCKET_SERVER['WEDGED_TIMEOUT'])",
+        )
         parser.add_argument("--alias", default="default", help="transport backend alias")
         parser.add_argument(
             "--no-embedded-broker",
@@ -55,7 +71,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django_ws_client.conf import server_option
         from django_ws_edge.embedded import BrokerNotFound
-        from django_ws_edge.options import DEFAULT_GRACE_SECONDS, ServerOptions
+        from django_ws_edge.options import (
+            DEFAULT_GRACE_SECONDS,
+            ServerOptions,
+            supervision_timeouts,
+        )
         from django_ws_edge.sockets import parse_bind
         from django_ws_edge.supervisor import run
         from django_ws_edge.worker import configure_logging
@@ -68,6 +88,12 @@ class Command(BaseCommand):
                     parse_bind(options[name])
                 except ValueError as exc:
                     raise CommandError(f"--{name}: {exc}") from None
+        try:
+            heartbeat, wedged = supervision_timeouts(
+                options["heartbeat_timeout"], options["wedged_timeout"]
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         grace = options["grace"]
         if grace is None:
             grace = float(server_option("GRACE_SECONDS", DEFAULT_GRACE_SECONDS))
@@ -81,6 +107,8 @@ class Command(BaseCommand):
                     alias=options["alias"],
                     grace_seconds=grace,
                     embedded_broker=not options["no_embedded_broker"],
+                    heartbeat_timeout=heartbeat,
+                    wedged_timeout=wedged,
                 )
             )
         except (BrokerNotFound, OSError) as exc:

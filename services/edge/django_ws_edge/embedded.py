@@ -5,12 +5,19 @@ address (the default) and nothing answers there, the supervisor starts
 ``django-ws-broker`` on it as a child process, through the broker's own entry point, and
 stops it on exit. A TCP broker that does not answer is a start-up error naming the
 setting: starting one silently elsewhere would split the cluster.
+
+The embedded broker ends with the supervisor, even a killed one (it runs under
+:mod:`.lifeline`). Its socket has an owner file beside it naming the supervisor: a socket
+whose owner is dead is stale and is removed at the next start, never used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -51,16 +58,23 @@ async def broker_serving(address: str, config: TransportConfig, timeout: float =
 class EmbeddedBroker:
     """A broker child process on a unix socket, owned by this server."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, lifeline_fd: int | None = None) -> None:
         self.address = address
+        self.lifeline_fd = lifeline_fd
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self, config: TransportConfig, timeout: float = 15.0) -> None:
+        # Run under the lifeline: the broker ends when this process does, however.
+        launcher = (
+            ["-m", "django_ws_edge.lifeline", str(self.lifeline_fd), str(os.getpid())]
+            if self.lifeline_fd is not None
+            else ["-m"]
+        )
         # Popen returns as soon as the child is forked; the wait below is async.
         self.process = subprocess.Popen(  # noqa: ASYNC220
             [
                 sys.executable,
-                "-m",
+                *launcher,
                 "django_ws_broker",
                 "--listen",
                 self.address,
@@ -70,6 +84,7 @@ class EmbeddedBroker:
                 "1",
             ],
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
+            pass_fds=() if self.lifeline_fd is None else (self.lifeline_fd,),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -82,6 +97,7 @@ class EmbeddedBroker:
                 logger.info(
                     "embedded broker (pid %d) serving on %s", self.process.pid, self.address
                 )
+                _write_owner(self.address, self.process.pid)
                 return
             await asyncio.sleep(0.05)
         self.stop()
@@ -93,6 +109,7 @@ class EmbeddedBroker:
         process = self.process
         if process is None or process.poll() is not None:
             return
+        _remove_owner(self.address)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
@@ -105,17 +122,69 @@ class EmbeddedBroker:
         return self.process.pid if self.process else None
 
 
+def _owner_path(address: str) -> str:
+    return address.removeprefix("unix:").removeprefix("//") + ".owner"
+
+
+def _write_owner(address: str, broker_pid: int) -> None:
+    """Record which supervisor owns the embedded broker's socket."""
+    path = _owner_path(address)
+    with contextlib.suppress(OSError):
+        with open(f"{path}.tmp", "w") as owner:
+            json.dump({"supervisor": os.getpid(), "broker": broker_pid}, owner)
+        os.replace(f"{path}.tmp", path)
+
+
+def _remove_owner(address: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(_owner_path(address))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, as another user
+    return True
+
+
+def remove_stale_socket(address: str) -> None:
+    """Remove the socket of an embedded broker whose supervisor died: its broker ends by
+    its lifeline, but may still answer for a moment, or be stopped. The broker started
+    next binds a fresh socket; the dead server's is never used. (A socket file nothing
+    answers on and no owner names is replaced by the broker itself when it binds.)"""
+    path = address.removeprefix("unix:").removeprefix("//")
+    try:
+        with open(_owner_path(address)) as owner:
+            supervisor = int(json.load(owner)["supervisor"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if _pid_alive(supervisor) and supervisor != os.getpid():
+        return  # another server of this project runs it: shared as before
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+        logger.warning(
+            "removed the stale embedded broker socket %s left by a server that died (pid %d)",
+            path,
+            supervisor,
+        )
+    _remove_owner(address)
+
+
 async def ensure_brokers(
-    config: TransportConfig, setting: str, allow_embedded: bool
+    config: TransportConfig, setting: str, allow_embedded: bool, lifeline_fd: int | None = None
 ) -> EmbeddedBroker | None:
     """Check every broker answers; start the embedded one where that is the design."""
     unix_path = config.unix_path
     if unix_path is not None and allow_embedded:
         address = config.brokers[0]
+        remove_stale_socket(address)
         if await broker_serving(address, config):
             logger.info("using the broker already serving on %s", address)
             return None
-        broker = EmbeddedBroker(address)
+        broker = EmbeddedBroker(address, lifeline_fd)
         await broker.start(config)
         return broker
     deadline = time.monotonic() + config.connect_timeout

@@ -1,8 +1,9 @@
 """The supervisor's HTTP probe and metrics endpoint, on its own port.
 
 ``/healthz``: the supervisor is alive. ``/readyz``: every worker is listening with all
-its broker links up, and the server is not draining (Kubernetes stops sending traffic
-otherwise). ``/metrics``: the workers' metrics merged (prometheus multiprocess mode).
+its broker links up and sending heartbeats, and the server is not draining (Kubernetes
+stops sending traffic otherwise). ``/metrics``: the workers' metrics merged (prometheus
+multiprocess mode), and the supervisor's own.
 Kept to plain asyncio streams: three fixed paths do not need a web framework.
 """
 
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -22,10 +24,14 @@ MAX_REQUEST_BYTES = 8192
 
 class ProbeServer:
     def __init__(
-        self, readiness: Callable[[], tuple[bool, dict[str, object]]], metrics_dir: str
+        self,
+        readiness: Callable[[], tuple[bool, dict[str, object]]],
+        metrics_dir: str,
+        own_metrics: Collector | None = None,
     ) -> None:
         self.readiness = readiness
         self.metrics_dir = metrics_dir
+        self.own_metrics = own_metrics  # the supervisor's figures, not in the workers' files
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -44,6 +50,8 @@ class ProbeServer:
     def _metrics(self) -> bytes:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
+        if self.own_metrics is not None:
+            registry.register(self.own_metrics)
         return generate_latest(registry)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -36,6 +36,15 @@ DEFAULT_MAX_HEADERS = 128
 DEFAULT_MAX_WRITE_BUFFER = 4 * 1024 * 1024
 """Unsent bytes one connection may hold before it is cut off (above any one message)."""
 
+DEFAULT_HEARTBEAT_TIMEOUT = 5.0
+"""Seconds without a heartbeat from a worker's event loop before ``/readyz`` says 503."""
+
+DEFAULT_WEDGED_TIMEOUT = 10.0
+"""Seconds without a heartbeat before the worker is killed (SIGKILL) and replaced."""
+
+HEARTBEAT_INTERVAL_MAX = 0.5
+"""Longest interval between a worker's heartbeats (shorter for short timeouts)."""
+
 
 DEFAULT_SLOW_CLIENT_SECONDS = 30.0
 """Seconds a send to a client may make no progress before it is closed as too slow."""
@@ -72,6 +81,8 @@ class WorkerOptions:
     slow_client_bytes: int = DEFAULT_SLOW_CLIENT_BYTES
     slow_client_seconds: float = DEFAULT_SLOW_CLIENT_SECONDS
     worker_buffer_bytes: int = DEFAULT_WORKER_BUFFER_BYTES
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_MAX
+    lifeline_fd: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -91,6 +102,37 @@ class ServerOptions:
     alias: str = "default"
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     embedded_broker: bool = True
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
+    wedged_timeout: float = DEFAULT_WEDGED_TIMEOUT
+
+
+def supervision_timeouts(heartbeat: float | None, wedged: float | None) -> tuple[float, float]:
+    """The heartbeat and wedged-worker timeouts: the command line's if given, else
+    ``WEBSOCKET_SERVER``'s, else the defaults. A bad value raises ``ValueError`` naming
+    both places it can come from."""
+    from django_ws_client.conf import server_option
+
+    values: list[float] = []
+    for given, key, flag, default in (
+        (heartbeat, "HEARTBEAT_TIMEOUT", "--heartbeat-timeout", DEFAULT_HEARTBEAT_TIMEOUT),
+        (wedged, "WEDGED_TIMEOUT", "--wedged-timeout", DEFAULT_WEDGED_TIMEOUT),
+    ):
+        where = f"{flag} (or WEBSOCKET_SERVER['{key}'])"
+        raw = given if given is not None else server_option(key, default)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} must be a number of seconds, not {raw!r}") from None
+        if not value > 0:
+            raise ValueError(f"{where} must be more than 0 seconds, not {raw!r}")
+        values.append(value)
+    if values[1] < values[0]:
+        raise ValueError(
+            f"--wedged-timeout (or WEBSOCKET_SERVER['WEDGED_TIMEOUT']) = {values[1]:g}s must "
+            f"not be shorter than --heartbeat-timeout (or WEBSOCKET_SERVER['HEARTBEAT_TIMEOUT'])"
+            f" = {values[0]:g}s: a worker is reported not ready before it is replaced"
+        )
+    return values[0], values[1]
 
 
 def worker_options_from_settings(bind: str, alias: str, grace_seconds: float) -> WorkerOptions:

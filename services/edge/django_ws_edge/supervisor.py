@@ -3,6 +3,14 @@ everything down in order on SIGTERM or SIGINT.
 
 Workers are fresh interpreters (``python -m django_ws_edge.worker``), not forks, so no
 gRPC channel or event loop is ever shared across a fork.
+
+Workers share one listening socket (TCP or unix): a worker that stops accepting, because
+its loop is blocked or its process stopped, leaves new connections to the others
+instead of holding its share of them. Its heartbeats stop too: past the heartbeat
+timeout ``/readyz`` says 503, past the wedged timeout it is killed and replaced.
+
+Every child holds the read end of a lifeline pipe whose only write end is here, so
+children end when the supervisor does, even when it is killed (:mod:`.lifeline`).
 """
 
 from __future__ import annotations
@@ -18,13 +26,22 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge.embedded import BrokerNotFound, EmbeddedBroker, ensure_brokers
 from django_ws_edge.health import ProbeServer
-from django_ws_edge.options import ServerOptions, WorkerOptions, worker_options_from_settings
+from django_ws_edge.options import (
+    HEARTBEAT_INTERVAL_MAX,
+    ServerOptions,
+    WorkerOptions,
+    worker_options_from_settings,
+)
 from django_ws_edge.sockets import parse_bind, tcp_socket, unix_socket
 
 logger = logging.getLogger("django_ws.edge")
@@ -42,6 +59,34 @@ class WorkerSlot:
     started_at: float = 0.0
     restarts: int = 0
     status_reader: asyncio.Task[None] | None = None
+    last_beat: float | None = None
+    """When the worker's loop last wrote a line (None: not yet started)."""
+    blocked_by: str | None = None
+    """The consumer the worker's watchdog last named as blocking its loop."""
+    silent_logged: bool = False
+    killed_as_wedged: bool = False
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the last heartbeat (0 before the worker's first one)."""
+        return 0.0 if self.last_beat is None else now - self.last_beat
+
+
+class SupervisorCollector(Collector):
+    """The supervisor's own figures for ``/metrics``, next to the workers' merged ones."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "django_ws_edge_workers_replaced",
+            "Workers the supervisor replaced, by reason: died (exited on their own) or "
+            "wedged (no heartbeat, killed). Their open connections were lost.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.supervisor.replaced.items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 class Supervisor:
@@ -55,12 +100,23 @@ class Supervisor:
         self.probes: ProbeServer | None = None
         self.metrics_dir = ""
         self.worker_options: WorkerOptions | None = None
+        # The lifeline: children inherit the read end; the write end never leaves this
+        # process, so the kernel closes it when this process dies, however it dies.
+        self.lifeline_read, self.lifeline_write = os.pipe()
+        self.replaced: dict[str, int] = {"died": 0, "wedged": 0}
 
     # Readiness -----------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
+        now = time.monotonic()
+        timeout = self.options.heartbeat_timeout
         workers = [
-            {"index": s.index, "pid": s.status.get("pid"), "ready": bool(s.status.get("ready"))}
+            {
+                "index": s.index,
+                "pid": s.status.get("pid"),
+                "ready": bool(s.status.get("ready")) and s.silent_for(now) <= timeout,
+                "silent_for": round(s.silent_for(now), 2),
+            }
             for s in self.slots
         ]
         ready = not self.stopping and all(w["ready"] for w in workers)
@@ -71,11 +127,13 @@ class Supervisor:
     async def _spawn(self, slot: WorkerSlot) -> None:
         assert self.worker_options is not None
         read_fd, write_fd = os.pipe()
-        pass_fds = [write_fd]
+        pass_fds = [write_fd, self.lifeline_read]
         options = self.worker_options
         if self.listen_socket is not None:
             pass_fds.append(self.listen_socket.fileno())
-        options = WorkerOptions(**{**options.__dict__, "status_fd": write_fd})
+        options = WorkerOptions(
+            **{**options.__dict__, "status_fd": write_fd, "lifeline_fd": self.lifeline_read}
+        )
         env = dict(os.environ)
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         # websockets reads its HTTP parsing limits from the environment at import.
@@ -92,6 +150,10 @@ class Supervisor:
         )
         os.close(write_fd)
         slot.status = {}
+        slot.last_beat = None
+        slot.blocked_by = None
+        slot.silent_logged = False
+        slot.killed_as_wedged = False
         slot.started_at = time.monotonic()
         slot.status_reader = asyncio.get_running_loop().create_task(
             self._read_status(slot, read_fd, slot.process.pid)
@@ -106,8 +168,18 @@ class Supervisor:
         )
         try:
             while line := await reader.readline():
-                if slot.process is not None and slot.process.pid == pid:
-                    slot.status = json.loads(line)
+                if slot.process is None or slot.process.pid != pid:
+                    continue
+                message = json.loads(line)
+                if "blocked_by" in message:  # from the watchdog's thread: no heartbeat
+                    slot.blocked_by = str(message["blocked_by"])
+                    continue
+                slot.status = message
+                slot.last_beat = time.monotonic()
+                if slot.silent_logged:
+                    logger.warning("worker %d (pid %d) sends heartbeats again", slot.index, pid)
+                slot.blocked_by = None
+                slot.silent_logged = False
         finally:
             transport.close()
 
@@ -125,12 +197,57 @@ class Supervisor:
                 "worker %d (pid %d) died with %s; starting a replacement", slot.index, pid, how
             )
             slot.restarts += 1
+            self.replaced["wedged" if slot.killed_as_wedged else "died"] += 1
             quick = time.monotonic() - slot.started_at < 1.0
             if quick:
                 await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.2 * 2 ** min(slot.restarts, 6)))
             if self.stopping:
                 return
             await self._spawn(slot)
+
+    async def _watch_heartbeats(self) -> None:
+        """Report silent workers not ready, and replace those silent past the wedged
+        timeout: SIGKILL, because a blocked loop runs no signal handler and a stopped
+        process takes no other signal; ``_watch`` then starts the replacement."""
+        heartbeat, wedged = self.options.heartbeat_timeout, self.options.wedged_timeout
+        while not self.stopping:
+            await asyncio.sleep(min(0.1, heartbeat / 10))
+            now = time.monotonic()
+            for slot in self.slots:
+                process = slot.process
+                if process is None or process.returncode is not None or self.stopping:
+                    continue
+                silent = slot.silent_for(now)
+                running = (
+                    f"the event loop was blocked by {slot.blocked_by}"
+                    if slot.blocked_by
+                    else "the consumer running is unknown: the process may be stopped"
+                )
+                if silent > wedged:
+                    logger.error(
+                        "worker %d (pid %d) sent no heartbeat for %.1fs (%s): killing it "
+                        "(SIGKILL) and starting a replacement; its connections are lost",
+                        slot.index,
+                        process.pid,
+                        silent,
+                        running,
+                    )
+                    slot.killed_as_wedged = True
+                    slot.last_beat = None  # once: _watch respawns when the kill lands
+                    slot.status = {}  # not ready from now on
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                elif silent > heartbeat and not slot.silent_logged:
+                    slot.silent_logged = True
+                    logger.error(
+                        "worker %d (pid %d) sent no heartbeat for %.1fs (%s): /readyz reports "
+                        "not ready; it is replaced if still silent after %.0fs",
+                        slot.index,
+                        process.pid,
+                        silent,
+                        running,
+                        wedged,
+                    )
 
     async def _watch_broker(self, broker: EmbeddedBroker, config: TransportConfig) -> None:
         """Restart the embedded broker if it dies: workers keep their members and
@@ -166,14 +283,13 @@ class Supervisor:
     # Life ----------------------------------------------------------------------------
 
     def _prepare_listener(self) -> None:
+        # One listening socket, inherited by every worker: its accept queue is shared,
+        # so connections go to whichever worker is free to accept them.
         if self.bind.is_unix:
             self.listen_socket = unix_socket(self.bind)
-            self.listen_socket.set_inheritable(True)
         else:
-            # Bound but not listening: reserves the port and reports errors early; each
-            # worker listens on its own SO_REUSEPORT socket.
-            self.listen_socket = None
-            self._port_guard = tcp_socket(self.bind, listen=False)
+            self.listen_socket = tcp_socket(self.bind, listen=True)
+        self.listen_socket.set_inheritable(True)
 
     async def run(self) -> int:
         from django_ws_client.transport import layer_config
@@ -190,7 +306,9 @@ class Supervisor:
         self._prepare_listener()
         self.metrics_dir = tempfile.mkdtemp(prefix="django-ws-metrics-")
         try:
-            finding = loop.create_task(ensure_brokers(config, setting, options.embedded_broker))
+            finding = loop.create_task(
+                ensure_brokers(config, setting, options.embedded_broker, self.lifeline_read)
+            )
             stopped = loop.create_task(stop.wait())
             await asyncio.wait({finding, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not finding.done():
@@ -202,18 +320,28 @@ class Supervisor:
             self.worker_options = worker_options_from_settings(
                 str(self.bind), options.alias, options.grace_seconds
             )
-            if self.listen_socket is not None:
-                self.worker_options = WorkerOptions(
-                    **{**self.worker_options.__dict__, "inherited_fd": self.listen_socket.fileno()}
-                )
+            assert self.listen_socket is not None
+            self.worker_options = WorkerOptions(
+                **{
+                    **self.worker_options.__dict__,
+                    "inherited_fd": self.listen_socket.fileno(),
+                    # A few heartbeats per timeout, so one late line is not a miss.
+                    "heartbeat_interval": min(
+                        HEARTBEAT_INTERVAL_MAX, options.heartbeat_timeout / 4
+                    ),
+                }
+            )
             if options.health_bind:
                 health = parse_bind(options.health_bind)
-                self.probes = ProbeServer(self.readiness, self.metrics_dir)
+                self.probes = ProbeServer(
+                    self.readiness, self.metrics_dir, SupervisorCollector(self)
+                )
                 await self.probes.start(health.host, health.port)
                 logger.info("probes and metrics on http://%s:%d/", health.host, self.probes.port)
             for slot in self.slots:
                 await self._spawn(slot)
             watchers = [loop.create_task(self._watch(slot)) for slot in self.slots]
+            watchers.append(loop.create_task(self._watch_heartbeats()))
             if self.broker is not None:
                 watchers.append(loop.create_task(self._watch_broker(self.broker, config)))
             logger.info("serving websockets on %s with %d workers", self.bind, len(self.slots))
@@ -225,8 +353,9 @@ class Supervisor:
                 self.broker.stop()
             if self.probes is not None:
                 await self.probes.close()
-            if self.bind.is_unix and self.listen_socket is not None:
+            if self.listen_socket is not None:
                 self.listen_socket.close()
+            if self.bind.is_unix and self.listen_socket is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.bind.path)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)

@@ -6,6 +6,10 @@ in debug mode; this watchdog is cheap enough to stay on: the loop stamps a heart
 few times per blocking threshold, and a thread notices when the stamp is late. The
 consumer's task is named after it (``ConnectionPort.run`` does that), so the warning says
 which consumer and which event held the loop.
+
+The same name goes to the supervisor (``on_blocked``): the loop's own heartbeats to the
+supervisor stop while it is blocked, and this thread still runs, so the supervisor can
+say which consumer was running when it replaces a wedged worker.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from django_ws_edge import metrics
 
@@ -21,9 +26,15 @@ logger = logging.getLogger("django_ws.edge")
 
 
 class LoopWatchdog:
-    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        threshold: float,
+        on_blocked: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.loop = loop
         self.threshold = threshold
+        self.on_blocked = on_blocked
         self._beat = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -62,3 +73,5 @@ class LoopWatchdog:
                     lag,
                     culprit,
                 )
+                if self.on_blocked is not None:
+                    self.on_blocked(culprit, lag)

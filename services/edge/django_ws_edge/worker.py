@@ -3,18 +3,26 @@
 Started by the supervisor as ``python -m django_ws_edge.worker OPTIONS_JSON`` with the
 project's settings in the environment. It reports its state (listening, broker links up,
 draining) as JSON lines on a pipe the supervisor reads, which is how ``/readyz`` and the
-tests know it is ready without sleeping.
+tests know it is ready without sleeping. The event loop writes a line at least every
+``heartbeat_interval`` seconds: that is its heartbeat, so a blocked loop or a stopped
+process goes silent and the supervisor replaces it. The loop watchdog's thread adds a
+line naming the consumer that blocks the loop, for the supervisor's log.
+
+The worker ends when the supervisor does, however it ends (see :mod:`.lifeline`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -30,6 +38,7 @@ from django_ws_edge import metrics
 from django_ws_edge.connection import EdgeConnection
 from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handshake
 from django_ws_edge.layer import EdgeChannelLayer
+from django_ws_edge.lifeline import set_parent_death_signal, watch_lifeline
 from django_ws_edge.options import WorkerOptions
 from django_ws_edge.scope import build_scope
 from django_ws_edge.server_connection import EdgeServerConnection, edge_connection_class
@@ -66,6 +75,8 @@ class Worker:
             os.fdopen(options.status_fd, "w", buffering=1) if options.status_fd else None
         )
         self._last_status: dict[str, Any] = {}
+        self._status_lock = threading.Lock()  # the loop and the watchdog's thread write
+        self._last_write = 0.0
 
     # Handshake -----------------------------------------------------------------------
 
@@ -210,14 +221,29 @@ class Worker:
 
     # Life ----------------------------------------------------------------------------
 
-    def report(self, **changes: Any) -> None:
-        status = {**self._last_status, **changes, "pid": os.getpid()}
-        if status != self._last_status and self._status_file is not None:
+    def _send(self, message: dict[str, Any]) -> None:
+        with self._status_lock:
+            if self._status_file is None:
+                return
             try:
-                self._status_file.write(json.dumps(status) + "\n")
-            except BrokenPipeError:
+                self._status_file.write(json.dumps(message) + "\n")
+            except (BrokenPipeError, ValueError):
                 self._status_file = None  # the supervisor is gone; the watcher stops us
+
+    def report(self, **changes: Any) -> None:
+        """Send the status if it changed or a heartbeat is due. Call from the loop only:
+        every line it sends is a heartbeat."""
+        status = {**self._last_status, **changes, "pid": os.getpid()}
+        now = time.monotonic()
+        if status != self._last_status or now - self._last_write >= self.options.heartbeat_interval:
+            self._send(status)
+            self._last_write = now
         self._last_status = status
+
+    def report_blocked(self, culprit: str, lag: float) -> None:
+        """From the watchdog's thread while the loop is blocked: not a heartbeat, but
+        the name the supervisor logs if it has to replace this worker."""
+        self._send({"blocked_by": culprit, "blocked_for": round(lag, 2)})
 
     async def _watch_readiness(self, stop: asyncio.Event) -> None:
         parent = os.getppid()
@@ -228,7 +254,15 @@ class Worker:
                 logger.error("the supervisor went away; worker %d stops", os.getpid())
                 stop.set()
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(min(0.1, self.options.heartbeat_interval))
+
+    @staticmethod
+    def _supervisor_gone(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+        """From the lifeline's thread: drain as on SIGTERM (the thread exits the process
+        hard if the loop is too blocked to do it in time)."""
+        logger.error("the supervisor went away; worker %d stops", os.getpid())
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            loop.call_soon_threadsafe(stop.set)
 
     def _listening_socket(self) -> socket.socket:
         if self.options.inherited_fd is not None:
@@ -243,6 +277,8 @@ class Worker:
             stop = asyncio.Event()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
+        if options.lifeline_fd is not None:
+            watch_lifeline(options.lifeline_fd, lambda: self._supervisor_gone(loop, stop))
         self.layer.start()
         sock = self._listening_socket()
         self.server = await serve(
@@ -262,7 +298,7 @@ class Worker:
             create_connection=edge_connection_class(options.max_write_buffer),
         )
         self.report(listening=True, ready=False, edge_id=self.layer.edge_id)
-        watchdog = LoopWatchdog(loop, options.blocked_loop_warning)
+        watchdog = LoopWatchdog(loop, options.blocked_loop_warning, self.report_blocked)
         watchdog.start()
         watcher = loop.create_task(self._watch_readiness(stop))
         logger.info("worker %d serving %s as %s", os.getpid(), options.bind, self.layer.edge_id)
@@ -311,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     options = WorkerOptions.from_json(args[0])
+    # Ended with SIGTERM if the supervisor dies, even blocked or before the loop runs.
+    set_parent_death_signal(signal.SIGTERM, os.getppid())
     django.setup()
     configure_logging()
     asyncio.run(_main(options))

@@ -75,6 +75,8 @@ for _key in (
     "SLOW_CLIENT_BYTES",
     "SLOW_CLIENT_SECONDS",
     "WORKER_BUFFER_BYTES",
+    "HEARTBEAT_TIMEOUT",
+    "WEDGED_TIMEOUT",
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
