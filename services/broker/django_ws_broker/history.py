@@ -142,7 +142,11 @@ class History:
         if epoch == 0:
             return Replay(log.epoch, log.offset, [])
         if epoch != log.epoch or offset > log.offset:
-            return Replay(log.epoch, log.offset, [], LOST_EPOCH)
+            # The position is from a history this broker lost. What the current epoch
+            # holds from its very start still goes with the answer: messages published
+            # after a restart, before the edge re-subscribed, are not lost too.
+            start = 0 if log.entries and log.entries[0][0] == 1 else None
+            return self._replay_from(log, start, LOST_EPOCH)
         if offset == log.offset:
             return Replay(log.epoch, log.offset, [])
         entries = log.entries
@@ -153,15 +157,23 @@ class History:
         start = offset + 1 - entries[0][0]
         if entries[start][2] < time.time() - self.seconds:
             return Replay(log.epoch, log.offset, [], LOST_TRIMMED)
+        return self._replay_from(log, start, "")
+
+    def _replay_from(self, log: GroupLog, start: int | None, lost: str) -> Replay:
+        """The kept deliveries from index ``start`` on (None: none), if they fit in
+        one answer; otherwise none, and the loss says the history was too long."""
+        if start is None:
+            return Replay(log.epoch, log.offset, [], lost)
         deliveries: list[broker_pb2.Delivery] = []
         total = 0
+        entries = log.entries
         for index in range(start, len(entries)):
             delivery, size = entries[index][1], entries[index][3]
             total += size
             if total > self.max_replay_bytes:
-                return Replay(log.epoch, log.offset, [], LOST_TRIMMED)
+                return Replay(log.epoch, log.offset, [], lost or LOST_TRIMMED)
             deliveries.append(delivery)
-        return Replay(log.epoch, log.offset, deliveries)
+        return Replay(log.epoch, log.offset, deliveries, lost)
 
     # Saving and loading (a graceful stop and the next start) -----------------------
 

@@ -336,11 +336,14 @@ class EdgeChannelLayer(ChannelLayer):
         held = self._held.pop(group, None)
         if cursor is None:
             self.cursors[group] = [answer.epoch, answer.offset]
-        elif answer.lost:
-            members = [c for c in self.index.members(group) if not self._is_held_member(group, c)]
-            self._gap(group, answer.lost, members, (group, answer.epoch, answer.offset))
-            cursor[0], cursor[1] = answer.epoch, answer.offset
         else:
+            if answer.lost:
+                # Tell the members first; what the broker's new history holds follows.
+                members = [
+                    c for c in self.index.members(group) if not self._is_held_member(group, c)
+                ]
+                self._gap(group, answer.lost, members, _before(answer))
+                cursor[0], cursor[1] = answer.epoch, answer.offset - len(answer.deliveries)
             for delivery in answer.deliveries:
                 self._on_group_delivery(delivery)
             cursor[0], cursor[1] = answer.epoch, max(cursor[1], answer.offset)
@@ -355,10 +358,9 @@ class EdgeChannelLayer(ChannelLayer):
         if held is None:
             return  # the member left meanwhile
         if answer.lost:
-            self._gap(group, answer.lost, [channel], (group, answer.epoch, answer.offset))
-        else:
-            for delivery in answer.deliveries:
-                self._deliver_one(channel, delivery)
+            self._gap(group, answer.lost, [channel], _before(answer))
+        for delivery in answer.deliveries:
+            self._deliver_one(channel, delivery)
         for delivery in held:
             if delivery.epoch == answer.epoch and delivery.offset > answer.offset:
                 self._deliver_one(channel, delivery)
@@ -633,3 +635,8 @@ class EdgeChannelLayer(ChannelLayer):
                 "receive their events through their handlers"
             )
         return await queue.get()
+
+
+def _before(answer: broker_pb2.Recovered) -> Position:
+    """The position just before the deliveries an answer carries."""
+    return (answer.group, answer.epoch, answer.offset - len(answer.deliveries))

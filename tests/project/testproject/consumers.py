@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import time
+from urllib.parse import parse_qs
 
 from django_ws_client.consumers import AsyncWebsocketConsumer, BaseConsumer
 from django_ws_client.exceptions import BrokerUnavailable
@@ -132,3 +133,34 @@ class FaultyConsumer(AsyncWebsocketConsumer):
         record(f"disconnect faulty {self.where} {code}")
         if self.where == "disconnect":
             raise RuntimeError("boom from disconnect")
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    """A chat room written as Channels' tutorial writes one: group_send errors are not
+    caught. Each message goes to the client with its position in the room; a client
+    that reconnects with ``?since=<position>`` gets what it missed first."""
+
+    async def connect(self):
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        since = parse_qs(self.scope["query_string"].decode()).get("since", [None])[0]
+        await self.channel_layer.group_add(self.room, self.channel_name, since=since)
+        await self.accept()
+        await self.send(json.dumps({"pid": os.getpid(), "channel": self.channel_name}))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.channel_layer.group_send(
+            self.room, {"type": "room.message", "text": text_data, "from": self.channel_name}
+        )
+
+    async def room_message(self, event):
+        await self.send(
+            json.dumps({"text": event["text"], "position": self.group_position(self.room)})
+        )
+
+    async def group_gap(self, event):
+        await self.send(
+            json.dumps({"gap": event["reason"], "position": self.group_position(self.room)})
+        )
+
+    async def disconnect(self, code):
+        record(f"disconnect {self.channel_name} {code}")
