@@ -71,9 +71,9 @@ EDGE_ROWS: dict[str, list[Graph]] = {
                rate("django_ws_edge_connections_closed_total", "code", "closed {{code}}"))),
         Graph("Handshakes rejected", "Handshakes answered with an HTTP error, by status.",
               "ops", (rate("django_ws_edge_handshakes_rejected_total", "status", "{{status}}"),)),
-        Graph("Slow consumers and errors",
-              "Connections closed for an overflowing inbox (1013) and consumer handlers "
-              "that raised (1011).", "ops",
+        Graph("Slow clients and errors",
+              "Connections closed because their client did not keep up (1013) and consumer "
+              "handlers that raised (1011).", "ops",
               (Query(f"sum(rate(django_ws_edge_slow_consumers_closed_total{{{NS}}}[{RATE}]))",
                      "slow consumer closed"),
                Query(f"sum(rate(django_ws_edge_consumer_errors_total{{{NS}}}[{RATE}]))",
@@ -92,6 +92,11 @@ EDGE_ROWS: dict[str, list[Graph]] = {
                      "deliveries"))),
         Graph("Delivery latency", "From a sender's publish to arrival at a receiving edge "
               "worker.", "s", quantiles("django_ws_edge_delivery_latency_seconds_bucket")),
+        Graph("Deliveries lost, by reason",
+              "Events that never reached a consumer: slow_client (dropped with a client "
+              "closed as too slow), expired, broker_lost (a member told of a gap after a "
+              "broker lost its history), history_trimmed, receive_queue_full, undecodable.",
+              "ops", (rate("django_ws_edge_deliveries_lost_total", "reason", "{{reason}}"),)),
         Graph("Local groups", "Groups with members on each edge pod.", "short",
               (Query(f"sum by (pod) (django_ws_edge_local_groups{{{NS}}})", "{{pod}}"),)),
     ],
@@ -100,11 +105,15 @@ EDGE_ROWS: dict[str, list[Graph]] = {
               "short", (Query(f"sum by (pod) (django_ws_edge_links_up{{{NS}}})", "{{pod}}"),)),
         Graph("Broker stream connects", "Streams established; a steady rate means reconnects.",
               "ops", (rate("django_ws_edge_link_connects_total", "pod", "{{pod}}"),)),
-        Graph("Lost and dropped", "Publishes lost with a broker link, deliveries the broker "
-              "dropped because a worker's queue was full, and events dropped because a "
-              "new_channel() receive queue was full.", "ops",
+        Graph("Lost, resent and dropped", "Publishes never acknowledged before a worker "
+              "stopped, publishes sent again after a broker stream came back, deliveries the "
+              "broker dropped because a worker's queue was full (filled again from history "
+              "where it can), and events dropped because a new_channel() receive queue was "
+              "full.", "ops",
               (Query(f"sum(rate(django_ws_edge_publish_lost_total{{{NS}}}[{RATE}]))",
                      "publish lost"),
+               Query(f"sum(rate(django_ws_edge_publish_resent_total{{{NS}}}[{RATE}]))",
+                     "publish resent"),
                Query(f"sum(rate(django_ws_edge_broker_dropped_total{{{NS}}}[{RATE}]))",
                      "broker dropped"),
                Query(f"sum(rate(django_ws_edge_receive_queue_dropped_total{{{NS}}}[{RATE}]))",
@@ -144,6 +153,17 @@ BROKER_ROWS: dict[str, list[Graph]] = {
         Graph("Refused operations", "Operations refused: invalid names, groups owned by "
               "another shard, subscription limits.", "ops",
               (rate("django_ws_broker_refused_total", "ordinal", "shard {{ordinal}}"),)),
+        Graph("Duplicates and recovery",
+              "Publishes re-sent after a reconnect that the broker had applied already "
+              "(dropped as duplicates), and resumes answered from history or lost (the "
+              "position was older than the history, or from a lost epoch).", "ops",
+              (rate("django_ws_broker_publish_duplicates_total", "ordinal",
+                    "shard {{ordinal}} duplicates"),
+               rate("django_ws_broker_resumes_total", "ordinal, outcome",
+                    "shard {{ordinal}} {{outcome}}"))),
+        Graph("History", "Bytes of group history kept for recovery, per shard.", "bytes",
+              (Query(f"sum by (ordinal) (django_ws_broker_history_bytes{{{NS}}})",
+                     "shard {{ordinal}}"),)),
         Graph("Deepest edge queue", "Deliveries waiting in the fullest edge stream queue.",
               "short", (Query(f"max by (ordinal) (django_ws_broker_queue_depth{{{NS}}})",
                               "shard {{ordinal}}"),)),

@@ -67,6 +67,24 @@ class ShardCollector(Collector):
             "Edge streams attached since start.",
             counters.streams_attached,
         )
+        yield counter(
+            "django_ws_broker_publish_duplicates",
+            "Publishes re-sent after a reconnect that were applied already: dropped.",
+            counters.duplicates,
+        )
+        resumes = CounterMetricFamily(
+            "django_ws_broker_resumes",
+            "Edges asking to catch up from a position, by outcome.",
+            labels=["ordinal", "outcome"],
+        )
+        resumes.add_metric([*ordinal, "recovered"], counters.resumed - counters.resume_lost)
+        resumes.add_metric([*ordinal, "lost"], counters.resume_lost)
+        yield resumes
+        yield gauge(
+            "django_ws_broker_history_bytes",
+            "Bytes of group history kept for recovery.",
+            shard.history.bytes,
+        )
         dropped = CounterMetricFamily(
             "django_ws_broker_dropped",
             "Deliveries dropped, by reason.",

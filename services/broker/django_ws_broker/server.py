@@ -188,14 +188,15 @@ class Broker:
         was not acknowledged and re-send it to the next broker), save the groups'
         positions and history, deliver what is queued, then end the streams and stop."""
         started = asyncio.get_running_loop().time()
+        await self.health.enter_graceful_shutdown()
+        if self.options.drain_seconds:
+            # Still serving, while probes and load balancers notice NOT_SERVING.
+            await asyncio.sleep(self.options.drain_seconds)
         self.servicer.draining = True
         if self._prune is not None:
             self._prune.cancel()
-        await self.health.enter_graceful_shutdown()
         if self.state_file is not None:
             self.state_file.save(self.shard)
-        if self.options.drain_seconds:
-            await asyncio.sleep(self.options.drain_seconds)
         budget = self.options.grace_seconds / 2
         flushed = await self.servicer.flush(budget)
         if not flushed:

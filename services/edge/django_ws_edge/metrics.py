@@ -50,6 +50,16 @@ DELIVERIES_LOST = Counter(
     "receive_queue_full, undecodable.",
     ["reason"],
 )
+# Every reason from the start, so a dashboard shows zero rather than no data.
+for _reason in (
+    "slow_client",
+    "expired",
+    "broker_lost",
+    "history_trimmed",
+    "receive_queue_full",
+    "undecodable",
+):
+    DELIVERIES_LOST.labels(_reason)
 PUBLISH_RETRIED = Counter(
     "django_ws_edge_publish_resent",
     "Publishes sent again after a broker stream was re-established (not yet acknowledged).",
