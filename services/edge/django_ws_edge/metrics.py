@@ -58,6 +58,11 @@ QUEUE_DROPPED = Counter(
     "django_ws_edge_receive_queue_dropped",
     "Events dropped because a new_channel() receive queue was full.",
 )
+LIFECYCLE_EVENTS_DROPPED = Counter(
+    "django_ws_edge_lifecycle_events_dropped",
+    "websocket.* events that arrived through the channel layer (forged or from an old "
+    "sender): dropped before reaching the consumer.",
+)
 UNDECODABLE_EVENTS = Counter(
     "django_ws_edge_undecodable_events",
     "Events from the broker that could not be decoded (unknown kind, bad body): dropped.",
