@@ -47,7 +47,9 @@ async def test_a_thousand_guessed_channel_names_reach_no_one(stack: Stack) -> No
     victims = [await join(url) for _ in range(12)]
     own = hello["channel"]
     # Group relays show the sender's channel: the attacker may know every worker's id.
-    edge_ids = sorted({own.partition("!")[0]} | {v[1]["channel"].partition("!")[0] for v in victims})
+    edge_ids = sorted(
+        {own.partition("!")[0]} | {v[1]["channel"].partition("!")[0] for v in victims}
+    )
     same_worker = [v for v in victims if v[1]["pid"] == hello["pid"]]
     assert same_worker, "no victim shares the attacker's worker; the test proves nothing"
     print(f"\nattacker {own}; {len(victims)} victims, {len(same_worker)} on its worker")

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from django_ws_proto import codec
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
+
 from support.clients import join
 from support.processes import Stack
 
@@ -25,7 +26,7 @@ FORGED = {"type": "websocket.disconnect", "code": 1000}
 
 
 async def still_answers(ws: ClientConnection, group: str) -> str:
-    """"answers" when the connection still works, "closed" when the server closed it
+    """ "answers" when the connection still works, "closed" when the server closed it
     properly; fails when it stays open and answers nothing."""
     try:
         await ws.send(json.dumps({"text": "are you there", "group": group}))
