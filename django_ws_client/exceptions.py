@@ -43,6 +43,11 @@ class LifecycleEventRefused(ValueError):
     """
 
 
+class UnsafeBrokerSocket(PermissionError):
+    """The embedded broker's unix socket, or its directory, belongs to another user or
+    is open to others: using it could hand every group message to someone else."""
+
+
 class BrokerRefused(ValueError):
     """The broker refused an operation and said why (wrong owner, bad name, limit)."""
 
