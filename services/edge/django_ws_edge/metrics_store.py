@@ -104,7 +104,18 @@ def _degrade(prefix: str, exc: Exception) -> None:
 
 _lock = threading.Lock()
 _files: dict[str, AllocatedMmapedDict | None] = {}  # prefix -> file, None once it failed
+_values: list[FileBackedValue] = []
 _pid = os.getpid()
+
+
+def _after_fork() -> None:
+    """A forked child must not write into its parent's files: it starts its own, with
+    the values it inherited (as prometheus_client's multiprocess values do)."""
+    global _pid
+    _pid = os.getpid()
+    _files.clear()
+    for value in _values:
+        value._open()
 
 
 class FileBackedValue:
@@ -130,13 +141,14 @@ class FileBackedValue:
         self._timestamp = 0.0
         self._file: AllocatedMmapedDict | None = None
         with _lock:
+            if _pid != os.getpid():
+                _after_fork()
             self._open()
+            _values.append(self)
 
     def _open(self) -> None:
-        global _pid
-        if _pid != os.getpid():  # forked: the parent's files are not ours
-            _pid = os.getpid()
-            _files.clear()
+        """Find this value's place in this process's file (lock held)."""
+        self._file = None
         prefix = self._prefix
         try:
             if prefix not in _files:
@@ -147,6 +159,7 @@ class FileBackedValue:
             if file is None:
                 _Degraded.values += 1
                 return
+            # A new file starts at zero: after a fork the parent's file keeps its counts.
             self._value, self._timestamp = file.read_value(self._key)
             self._file = file
         except (OSError, KeyError, ValueError) as exc:
@@ -154,6 +167,8 @@ class FileBackedValue:
 
     def inc(self, amount: float) -> None:
         with _lock:
+            if _pid != os.getpid():
+                _after_fork()
             self._value += amount
             self._timestamp = 0.0
             if self._file is not None:
@@ -161,6 +176,8 @@ class FileBackedValue:
 
     def set(self, value: float, timestamp: float | None = None) -> None:
         with _lock:
+            if _pid != os.getpid():
+                _after_fork()
             self._value = value
             self._timestamp = timestamp or 0.0
             if self._file is not None:
