@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from django_ws_client.exceptions import UnsafeBrokerSocket
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge.embedded import BrokerNotFound, EmbeddedBroker, ensure_brokers
 from django_ws_edge.health import ProbeServer
@@ -275,7 +276,7 @@ class Supervisor:
             try:
                 await broker.start(config)
                 failures = 0
-            except BrokerNotFound as exc:
+            except (BrokerNotFound, UnsafeBrokerSocket) as exc:
                 logger.error("%s; retrying", exc)
                 await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.5 * 2**failures))
 
