@@ -81,6 +81,7 @@ def edge_on_small_tmpfs(stack: Stack, size: str, full_first: bool) -> EdgeServer
             DJANGO_SETTINGS_MODULE="testproject.settings",
             TEST_DATABASE=":memory:",
             TEST_EVENTS_FILE="",
+            TEST_BROKER="",  # the embedded broker, whatever another test left set
             # Python's temp dir skips a full /tmp; the metrics must stay on it.
             PROMETHEUS_MULTIPROC_DIR="/tmp",
         ),

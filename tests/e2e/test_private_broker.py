@@ -46,7 +46,10 @@ def shared_tmp() -> Iterator[Path]:
 
 
 def environment(shared: Path, **extra: str) -> dict[str, str]:
-    return {"TMPDIR": str(shared), "XDG_RUNTIME_DIR": "", **extra}
+    """The default embedded broker, with ``shared`` as the temp dir (and no broker
+    address another test may have left in this process's environment)."""
+    unset = {"TEST_BROKER": "", "TEST_BROKERS": "", "DJANGO_WS_BROKERS": ""}
+    return {**unset, "TMPDIR": str(shared), "XDG_RUNTIME_DIR": "", **extra}
 
 
 def run_django(shared: Path, code: str) -> subprocess.CompletedProcess[str]:
