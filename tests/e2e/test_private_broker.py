@@ -113,9 +113,7 @@ def test_the_embedded_broker_socket_is_in_a_private_directory(
     assert server.alive()
 
 
-def test_a_squatted_embedded_broker_directory_is_refused(
-    stack: Stack, shared_tmp: Path
-) -> None:
+def test_a_squatted_embedded_broker_directory_is_refused(stack: Stack, shared_tmp: Path) -> None:
     uid, gid = other_user()
     path = embedded_socket(shared_tmp)
     # The other user gets there first: creates the directory and serves a real broker.
