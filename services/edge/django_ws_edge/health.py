@@ -40,8 +40,7 @@ class MetricsCounts(Collector):
         )
         yield CounterMetricFamily(
             "django_ws_edge_metrics_lost",
-            "Counter and histogram values of dead workers that could not be kept in the "
-            "totals.",
+            "Counter and histogram values of dead workers that could not be kept in the totals.",
             value=counts.get("lost", 0),
         )
         yield CounterMetricFamily(
