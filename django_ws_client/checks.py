@@ -7,11 +7,16 @@
 | django_ws.E003 | WEBSOCKET_ROUTE_MODULE is missing, does not import or has no urlpatterns |
 | django_ws.E004 | a WEBSOCKET_MIDDLEWARE entry does not import |
 | django_ws.E005 | WEBSOCKET_SERVER has an unknown key or a bad value |
+| django_ws.E006 | PROMETHEUS_MULTIPROC_DIR is set but is not a writable directory |
 | django_ws.W001 | origin checking is not in WEBSOCKET_MIDDLEWARE |
+| django_ws.W002 | the metrics directory is unwritable or nearly full: metrics degrade |
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any
 
 from django.core.checks import Error, Warning, register
@@ -21,6 +26,10 @@ from django_ws_client import conf
 from django_ws_client.exceptions import InvalidChannelLayerError
 
 TAG = "django_ws"
+
+METRICS_MIN_FREE_BYTES = 1 << 20
+"""Free space below which the metrics directory draws a warning: each worker allocates
+64 KiB per metric type up front, and more as series appear."""
 
 SERVER_KEYS = {
     "MAX_MESSAGE_BYTES",
@@ -153,6 +162,61 @@ def check_server(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 f"WEBSOCKET_SERVER has unknown keys {unknown}",
                 hint=f"known keys: {sorted(SERVER_KEYS)}",
                 id="django_ws.E005",
+            )
+        ]
+    return []
+
+
+def _unwritable(directory: str) -> str | None:
+    """Why ``directory`` cannot take the workers' metrics files, or None."""
+    if not os.path.isdir(directory):
+        return "does not exist" if not os.path.exists(directory) else "is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return f"is not writable ({exc.strerror or exc})"
+    return None
+
+
+@register(TAG)
+def check_metrics_directory(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """The websocket server keeps its workers' metrics in files under
+    PROMETHEUS_MULTIPROC_DIR (or the temp dir): say so at start-up when they cannot
+    be written, instead of a traceback or a worker dying later."""
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    directory = configured or tempfile.gettempdir()
+    problem = _unwritable(directory)
+    if problem and configured:
+        return [
+            Error(
+                f"PROMETHEUS_MULTIPROC_DIR={configured!r} {problem}: the websocket server "
+                "keeps its workers' metrics there",
+                hint="create it as a directory this user can write (an emptyDir in "
+                "Kubernetes), or unset it to use the temp dir",
+                id="django_ws.E006",
+            )
+        ]
+    if problem:
+        return [
+            Warning(
+                f"the temp dir {directory!r} {problem}: the websocket server's workers will "
+                "keep their metrics in memory, and /metrics will show only the "
+                "supervisor's counters",
+                hint="set TMPDIR or PROMETHEUS_MULTIPROC_DIR to a writable directory",
+                id="django_ws.W002",
+            )
+        ]
+    free = shutil.disk_usage(directory).free
+    if free < METRICS_MIN_FREE_BYTES:
+        return [
+            Warning(
+                f"the metrics directory {directory!r} has {free // 1024} KiB free: metric "
+                "values that do not fit are kept in memory and missing from /metrics "
+                "(counted in django_ws_edge_metrics_degraded_total)",
+                hint="give it more room (the chart's /tmp emptyDir sizeLimit) or point "
+                "PROMETHEUS_MULTIPROC_DIR elsewhere",
+                id="django_ws.W002",
             )
         ]
     return []

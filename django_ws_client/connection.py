@@ -82,6 +82,7 @@ class ConnectionPort(ABC):
         self.capacity = capacity
         self.expiry = layer.expiry
         self.expired = 0
+        self.lifecycle_dropped = 0
         self.accepted = False
         self.rejected = False
         self.close_requested = False
@@ -133,6 +134,13 @@ class ConnectionPort(ABC):
         client, these events expire (``expiry``)."""
         if self._disconnect_queued:
             return True  # the consumer is finishing; late events have no one to go to
+        if event_type_of(event).startswith("websocket."):
+            # Senders refuse these (ChannelLayer.encode_event); one that still arrives
+            # (an older sender, a hand-made publish) would end the consumer and leave
+            # its socket open. It is dropped, and the sender is not told.
+            self.lifecycle_dropped += 1
+            self.on_lifecycle_dropped(event_type_of(event))
+            return True
         pending = self.pending_bytes = self.pending_bytes + size
         self._queue(time.monotonic(), event, size, position)
         budget = self.budget
@@ -156,6 +164,16 @@ class ConnectionPort(ABC):
         budget = self.budget
         if budget is not None:
             budget.used -= size
+
+    def on_lifecycle_dropped(self, event_type: str) -> None:
+        """A ``websocket.*`` event came through the channel layer and was dropped;
+        servers override this to count it in their metrics."""
+        logger.warning(
+            "dropped a %r event that came through the channel layer for %s: only the "
+            "server produces websocket.* events",
+            event_type,
+            self.channel_name,
+        )
 
     def deliver_disconnect(self, code: int) -> None:
         """Queue ``websocket.disconnect`` (always accepted, whatever is waiting)."""

@@ -34,6 +34,20 @@ class BrokerUnavailable(ConnectionError):
     """
 
 
+class LifecycleEventRefused(ValueError):
+    """A ``websocket.*`` event was sent through the channel layer.
+
+    Those types (``websocket.connect``, ``websocket.receive``, ``websocket.disconnect``)
+    are the server's own account of a connection's life; accepted from the layer, one
+    would end a consumer while its socket stays open, or fake a client's message.
+    """
+
+
+class UnsafeBrokerSocket(PermissionError):
+    """The embedded broker's unix socket, or its directory, belongs to another user or
+    is open to others: using it could hand every group message to someone else."""
+
+
 class BrokerRefused(ValueError):
     """The broker refused an operation and said why (wrong owner, bad name, limit)."""
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from django_ws_client.exceptions import LifecycleEventRefused
 from django_ws_client.groups import GroupMessage
 from django_ws_client.transport.config import TransportConfig
 from django_ws_proto import codec
@@ -26,6 +28,15 @@ def channel_of(target: Any) -> str:
     return require_channel_name(name)
 
 
+LIFECYCLE_PREFIX = "websocket."
+"""Event types only the server itself produces, from what happens on the socket."""
+
+
+def is_lifecycle_type(event_type: object) -> bool:
+    """Whether ``event_type`` is one of the server's own ``websocket.*`` events."""
+    return isinstance(event_type, str) and event_type.startswith(LIFECYCLE_PREFIX)
+
+
 def event_from_wire(decoded: codec.DecodedEvent) -> Any:
     """The object a consumer handler receives for a decoded event."""
     if decoded.kind == codec.GROUP_MESSAGE:
@@ -33,6 +44,10 @@ def event_from_wire(decoded: codec.DecodedEvent) -> Any:
             decoded.type, message=decoded.body.get("message"), params=decoded.body.get("params")
         )
     return decoded.body
+
+
+def _type_of(event: Any) -> object:
+    return event.get("type") if isinstance(event, Mapping) else None
 
 
 class ChannelLayer(ABC):
@@ -56,7 +71,19 @@ class ChannelLayer(ABC):
         return True
 
     def encode_event(self, event: Any) -> broker_pb2.Event:
-        """Check and encode an event once, before it goes anywhere."""
+        """Check and encode an event once, before it goes anywhere.
+
+        Every layer's sends come through here, so this is where a ``websocket.*`` type
+        is refused: such an event is the server's word about the socket, and a consumer
+        that received one from a group would stop while its socket stayed open."""
+        event_type = event.type if isinstance(event, GroupMessage) else _type_of(event)
+        if is_lifecycle_type(event_type):
+            raise LifecycleEventRefused(
+                f"event type {event_type!r} cannot be sent through the channel layer: "
+                f"'{LIFECYCLE_PREFIX}*' events come only from the websocket server. To close "
+                "another connection, send it your own event type (e.g. 'chat.kick') whose "
+                "handler calls self.close()"
+            )
         if isinstance(event, GroupMessage):
             return codec.encode_group_message(
                 event.type, event.message, event.params, max_bytes=self.config.max_event_bytes
@@ -81,7 +108,7 @@ class ChannelLayer(ABC):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new, unique channel name for this process."""
-        return f"{prefix}.{secrets.token_hex(6)}!{secrets.token_hex(6)}"
+        return f"{prefix}.{secrets.token_hex(6)}!{secrets.token_hex(10)}"
 
     async def receive(self, channel: str) -> Any:
         """Wait for the next event on a channel this process created."""

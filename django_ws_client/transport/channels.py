@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from django_ws_client.transport.config import TransportConfig
+from django_ws_client.transport.private_socket import check_broker_socket, socket_directory
 
 GRPC_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -68,6 +70,7 @@ class SyncChannelPool:
                 self._pid = os.getpid()
             channel = self._channels.get(address)
             if channel is None:
+                self._check_private(address)
                 credentials = channel_credentials(self.config)
                 options = channel_options(self.config)
                 if credentials is None:
@@ -76,6 +79,16 @@ class SyncChannelPool:
                     channel = grpc.secure_channel(address, credentials, options=options)
                 self._channels[address] = channel
             return channel
+
+    @staticmethod
+    def _check_private(address: str) -> None:
+        """The embedded broker's default socket must be this user's before we connect
+        (an explicitly configured address is the project's own choice)."""
+        if not address.startswith("unix:"):
+            return
+        path = Path(address[len("unix:") :].removeprefix("//"))
+        if path.parent == socket_directory():
+            check_broker_socket(path)
 
     def close(self) -> None:
         with self._lock:

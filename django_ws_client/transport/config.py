@@ -11,9 +11,10 @@ a comma-separated list), ``DJANGO_WS_SHARDS``, and ``DJANGO_WS_TLS_CA`` /
 ``DJANGO_WS_TLS_CERT`` / ``DJANGO_WS_TLS_KEY`` (how the Helm chart configures edges and
 app pods without touching the project's settings).
 
-With nothing configured, the broker is embedded: a unix socket in the temp folder
-whose name derives from the settings module, so the websocket server and the project's
-other processes (views, tasks) find the same one.
+With nothing configured, the broker is embedded: a unix socket in this user's private
+directory (:mod:`~django_ws_client.transport.private_socket`) whose name derives from
+the settings module, so the websocket server and the project's other processes (views,
+tasks) of the same user find the same one, and no other user can.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.transport.private_socket import socket_directory
 from django_ws_proto.codec import DEFAULT_MAX_EVENT_BYTES
 
 _HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
@@ -119,13 +120,14 @@ class TransportConfig:
 
 
 def default_broker_address() -> str:
-    """The embedded broker's socket: stable for one project, distinct between projects."""
+    """The embedded broker's socket: stable for one project, distinct between projects,
+    in a directory only this user can enter."""
     from django.conf import settings
 
     settings_module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
     base_dir = getattr(settings, "BASE_DIR", None) or Path.cwd()
     digest = hashlib.blake2b(f"{settings_module}|{base_dir}".encode(), digest_size=6).hexdigest()
-    return f"unix:{Path(tempfile.gettempdir()) / f'django-ws-{digest}.sock'}"
+    return f"unix:{socket_directory() / f'broker-{digest}.sock'}"
 
 
 def check_address(address: object, setting: str) -> str:

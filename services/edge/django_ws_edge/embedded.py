@@ -3,8 +3,11 @@
 One machine needs no separate broker: when the transport names a single ``unix:``
 address (the default) and nothing answers there, the supervisor starts
 ``django-ws-broker`` on it as a child process, through the broker's own entry point, and
-stops it on exit. A TCP broker that does not answer is a start-up error naming the
-setting: starting one silently elsewhere would split the cluster.
+stops it on exit. The socket must be this user's: its private directory and the socket
+itself are checked before anything connects
+(:mod:`~django_ws_client.transport.private_socket`). A TCP broker that does not answer
+is a start-up error naming the setting: starting one silently elsewhere would split the
+cluster.
 
 The embedded broker ends with the supervisor, even a killed one (it runs under
 :mod:`.lifeline`). Its socket has an owner file beside it naming the supervisor: a socket
@@ -22,12 +25,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from django_ws_client.transport.channels import channel_credentials, channel_options
 from django_ws_client.transport.config import TransportConfig
+from django_ws_client.transport.private_socket import check_broker_socket
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -61,6 +66,11 @@ class EmbeddedBroker:
     def __init__(self, address: str, lifeline_fd: int | None = None) -> None:
         self.address = address
         self.lifeline_fd = lifeline_fd
+        self.unix_path = (
+            Path(address[len("unix:") :].removeprefix("//"))
+            if address.startswith("unix:")
+            else None
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self, config: TransportConfig, timeout: float = 15.0) -> None:
@@ -93,6 +103,8 @@ class EmbeddedBroker:
                     f"the embedded broker on {self.address} exited with code "
                     f"{self.process.returncode}"
                 )
+            if self.unix_path is not None:
+                check_broker_socket(self.unix_path)  # still ours once bound
             if await broker_serving(self.address, config, timeout=0.5):
                 logger.info(
                     "embedded broker (pid %d) serving on %s", self.process.pid, self.address
@@ -180,6 +192,9 @@ async def ensure_brokers(
     unix_path = config.unix_path
     if unix_path is not None and allow_embedded:
         address = config.brokers[0]
+        # Before anything is read, removed or connected to: a socket or directory of
+        # another user is refused.
+        check_broker_socket(unix_path, create=True)
         remove_stale_socket(address)
         if await broker_serving(address, config):
             logger.info("using the broker already serving on %s", address)

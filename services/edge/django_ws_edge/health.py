@@ -12,14 +12,43 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger("django_ws.edge")
 
 MAX_REQUEST_BYTES = 8192
+
+
+class MetricsCounts(Collector):
+    """Counts about the metrics machinery itself, kept in the supervisor's memory:
+    they must show even when the workers' metrics directory is what failed."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts()
+        yield CounterMetricFamily(
+            "django_ws_edge_metrics_degraded",
+            "Metric values kept in a worker's memory because the metrics directory could "
+            "not take them (full or read-only): missing from this page.",
+            value=counts.get("degraded", 0),
+        )
+        yield CounterMetricFamily(
+            "django_ws_edge_metrics_lost",
+            "Counter and histogram values of dead workers that could not be kept in the totals.",
+            value=counts.get("lost", 0),
+        )
+        yield CounterMetricFamily(
+            "django_ws_edge_metrics_scrape_errors",
+            "Scrapes whose workers' metrics could not be read; they showed only the "
+            "supervisor's own.",
+            value=counts.get("scrape_errors", 0),
+        )
 
 
 class ProbeServer:
@@ -28,10 +57,13 @@ class ProbeServer:
         readiness: Callable[[], tuple[bool, dict[str, object]]],
         metrics_dir: str,
         own_metrics: Collector | None = None,
+        metrics_counts: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.readiness = readiness
         self.metrics_dir = metrics_dir
         self.own_metrics = own_metrics  # the supervisor's figures, not in the workers' files
+        self.scrape_errors = 0
+        self._metrics_counts = metrics_counts or dict
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -47,12 +79,25 @@ class ProbeServer:
             self.server.close()
             await self.server.wait_closed()
 
+    def _counts(self) -> dict[str, int]:
+        return {**self._metrics_counts(), "scrape_errors": self.scrape_errors}
+
     def _metrics(self) -> bytes:
+        own = CollectorRegistry()
+        if self.own_metrics is not None:
+            own.register(self.own_metrics)
+        own.register(MetricsCounts(self._counts))
+        if not self.metrics_dir:
+            return generate_latest(own)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.metrics_dir)
-        if self.own_metrics is not None:
-            registry.register(self.own_metrics)
-        return generate_latest(registry)
+        try:
+            workers = generate_latest(registry)
+        except Exception:  # a damaged file must not take the supervisor's figures with it
+            self.scrape_errors += 1
+            logger.exception("metrics: cannot read the workers' metrics in %s", self.metrics_dir)
+            workers = b""
+        return workers + generate_latest(own)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -108,8 +108,11 @@ class EdgeChannelLayer(ChannelLayer):
     # Connections ---------------------------------------------------------------------
 
     def new_channel_name(self) -> str:
-        self._channel_counter += 1
-        return f"{self.edge_id}!{self._channel_counter:x}"
+        """A connection's channel name: this worker's edge id (the broker routes by the
+        part before ``!``), then a random part. As in Channels, the random part is what
+        keeps a client that learns its own name from guessing its neighbours' where an
+        app sends to a client-supplied channel name: 80 random bits (Channels has 68)."""
+        return f"{self.edge_id}!{secrets.token_hex(10)}"
 
     def register(self, connection: EdgeConnection) -> None:
         self.connections[connection.channel_name] = connection
@@ -622,8 +625,7 @@ class EdgeChannelLayer(ChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A channel of this worker that code here reads with :meth:`receive`."""
-        self._channel_counter += 1
-        name = f"{self.edge_id}!{prefix}.{self._channel_counter:x}"
+        name = f"{self.edge_id}!{prefix}.{secrets.token_hex(10)}"  # unguessable, as above
         self._queues[name] = asyncio.Queue(maxsize=self.capacity)
         return name
 

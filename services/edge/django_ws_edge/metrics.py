@@ -2,7 +2,13 @@
 
 With ``-w N`` every worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR``
 (set by the supervisor before the workers start) and the supervisor's ``/metrics``
-merges them, so one scrape sees the whole server.
+merges them, so one scrape sees the whole server. The files are allocated before use
+(:mod:`django_ws_edge.metrics_store`), so a full or read-only directory degrades metrics
+instead of killing workers.
+
+Label values never come straight from a client: a client chooses its close code, so
+close codes are bucketed (:func:`close_code_label`) and the number of series stays
+bounded.
 """
 
 from __future__ import annotations
@@ -11,9 +17,39 @@ import bisect
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from django_ws_edge.metrics_store import install
+
+install()  # before any metric below is created
+
+STANDARD_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 1015}
+)
+"""Close codes RFC 6455 and the IANA registry define: labelled by value."""
+
+
+def close_code_label(code: int) -> str:
+    """A bounded label for a close code: standard codes by value, the registered
+    (3000-3999) and private (4000-4999) ranges as one label each, anything else
+    "other"."""
+    if code in STANDARD_CLOSE_CODES:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3000-3999"
+    if 4000 <= code <= 4999:
+        return "4000-4999"
+    return "other"
+
+
+def status_label(status: int) -> str:
+    """A bounded label for an HTTP status an application may choose."""
+    return str(status) if 100 <= status <= 599 else "other"
+
+
 CONNECTIONS_OPENED = Counter("django_ws_edge_connections_opened", "Websocket connections accepted.")
 CONNECTIONS_CLOSED = Counter(
-    "django_ws_edge_connections_closed", "Websocket connections closed, by close code.", ["code"]
+    "django_ws_edge_connections_closed",
+    "Websocket connections closed, by close code (3000-3999 and 4000-4999 as ranges).",
+    ["code"],
 )
 CONNECTIONS_OPEN = Gauge(
     "django_ws_edge_connections_open",
@@ -67,6 +103,11 @@ PUBLISH_RETRIED = Counter(
 QUEUE_DROPPED = Counter(
     "django_ws_edge_receive_queue_dropped",
     "Events dropped because a new_channel() receive queue was full.",
+)
+LIFECYCLE_EVENTS_DROPPED = Counter(
+    "django_ws_edge_lifecycle_events_dropped",
+    "websocket.* events that arrived through the channel layer (forged or from an old "
+    "sender): dropped before reaching the consumer.",
 )
 UNDECODABLE_EVENTS = Counter(
     "django_ws_edge_undecodable_events",

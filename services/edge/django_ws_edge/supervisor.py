@@ -33,9 +33,11 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from django_ws_client.exceptions import UnsafeBrokerSocket
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge.embedded import BrokerNotFound, EmbeddedBroker, ensure_brokers
 from django_ws_edge.health import ProbeServer
+from django_ws_edge.metrics_store import retire_process
 from django_ws_edge.options import (
     HEARTBEAT_INTERVAL_MAX,
     ServerOptions,
@@ -104,6 +106,9 @@ class Supervisor:
         # process, so the kernel closes it when this process dies, however it dies.
         self.lifeline_read, self.lifeline_write = os.pipe()
         self.replaced: dict[str, int] = {"died": 0, "wedged": 0}
+        # Metric values in memory only, of workers that died and of the supervisor.
+        self.metrics_degraded = 0
+        self.metrics_lost = 0
 
     # Readiness -----------------------------------------------------------------------
 
@@ -135,7 +140,10 @@ class Supervisor:
             **{**options.__dict__, "status_fd": write_fd, "lifeline_fd": self.lifeline_read}
         )
         env = dict(os.environ)
-        env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        if self.metrics_dir:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        else:
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # metrics in each worker's memory
         # websockets reads its HTTP parsing limits from the environment at import.
         env["WEBSOCKETS_MAX_LINE_LENGTH"] = str(options.max_header_line)
         env["WEBSOCKETS_MAX_NUM_HEADERS"] = str(options.max_headers)
@@ -189,7 +197,7 @@ class Supervisor:
             assert slot.process is not None
             code = await slot.process.wait()
             pid = slot.process.pid
-            self._mark_dead(pid)
+            self._retire(slot, pid)
             if self.stopping:
                 return
             how = f"signal {-code}" if code < 0 else f"exit code {code}"
@@ -268,17 +276,44 @@ class Supervisor:
             try:
                 await broker.start(config)
                 failures = 0
-            except BrokerNotFound as exc:
+            except (BrokerNotFound, UnsafeBrokerSocket) as exc:
                 logger.error("%s; retrying", exc)
                 await asyncio.sleep(min(RESTART_BACKOFF_MAX, 0.5 * 2**failures))
 
-    def _mark_dead(self, pid: int) -> None:
+    def _retire(self, slot: WorkerSlot, pid: int) -> None:
+        """A worker died: keep its counts in the totals and remove its metrics files,
+        so restarts never pile files up in the metrics directory."""
+        self.metrics_degraded += int(slot.status.get("metrics_degraded", 0))
+        slot.status = {}
+        if not self.metrics_dir:
+            return
         try:
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(pid, self.metrics_dir)
+            self.metrics_lost += retire_process(pid, self.metrics_dir)
         except Exception:  # metrics must never stop a restart
-            logger.debug("could not mark metrics of pid %d dead", pid, exc_info=True)
+            logger.exception("metrics: could not retire the files of pid %d", pid)
+
+    def metrics_counts(self) -> dict[str, int]:
+        """The supervisor's counts about metrics, for ``/metrics``."""
+        live = sum(int(s.status.get("metrics_degraded", 0)) for s in self.slots)
+        return {"degraded": self.metrics_degraded + live, "lost": self.metrics_lost}
+
+    def _make_metrics_dir(self) -> str:
+        """A fresh directory for the workers' metrics files, inside
+        ``PROMETHEUS_MULTIPROC_DIR`` when that is set (else the temp dir). When none can
+        be made the server still runs, with metrics in each worker's memory."""
+        # Taken out of our environment: the embedded broker must not inherit it.
+        parent = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", "") or None
+        try:
+            return tempfile.mkdtemp(prefix="django-ws-metrics-", dir=parent)
+        except OSError as exc:
+            self.metrics_degraded += 1
+            logger.error(
+                "metrics: cannot create a directory in %s (%s); workers keep their metrics "
+                "in memory and /metrics shows only the supervisor's counters",
+                parent or tempfile.gettempdir(),
+                exc,
+            )
+            return ""
 
     # Life ----------------------------------------------------------------------------
 
@@ -304,7 +339,7 @@ class Supervisor:
         config = layer_config(options.alias)
         setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{options.alias}']['CONFIG']"
         self._prepare_listener()
-        self.metrics_dir = tempfile.mkdtemp(prefix="django-ws-metrics-")
+        self.metrics_dir = self._make_metrics_dir()
         try:
             finding = loop.create_task(
                 ensure_brokers(config, setting, options.embedded_broker, self.lifeline_read)
@@ -334,7 +369,7 @@ class Supervisor:
             if options.health_bind:
                 health = parse_bind(options.health_bind)
                 self.probes = ProbeServer(
-                    self.readiness, self.metrics_dir, SupervisorCollector(self)
+                    self.readiness, self.metrics_dir, SupervisorCollector(self), self.metrics_counts
                 )
                 await self.probes.start(health.host, health.port)
                 logger.info("probes and metrics on http://%s:%d/", health.host, self.probes.port)
@@ -358,7 +393,8 @@ class Supervisor:
             if self.bind.is_unix and self.listen_socket is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.bind.path)
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            if self.metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     async def _shutdown(self, watchers: list[asyncio.Task[None]]) -> None:
         self.stopping = True

@@ -39,6 +39,7 @@ from django_ws_edge.connection import EdgeConnection
 from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handshake
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.lifeline import set_parent_death_signal, watch_lifeline
+from django_ws_edge.metrics_store import degraded_values
 from django_ws_edge.options import WorkerOptions
 from django_ws_edge.scope import build_scope
 from django_ws_edge.server_connection import EdgeServerConnection, edge_connection_class
@@ -85,7 +86,7 @@ class Worker:
         return websocket.django_ws_port
 
     def _respond(self, websocket: ServerConnection, status: int) -> Response:
-        metrics.HANDSHAKES_REJECTED.labels(str(status)).inc()
+        metrics.HANDSHAKES_REJECTED.labels(metrics.status_label(status)).inc()
         return websocket.respond(status, f"{status} {_REASONS.get(status, 'Error')}\n")
 
     async def process_request(
@@ -111,7 +112,7 @@ class Worker:
     async def _handshake(self, websocket: ServerConnection, request: Request) -> Response | None:
         invalid = invalid_handshake(request)
         if invalid is not None:
-            metrics.HANDSHAKES_REJECTED.labels(str(invalid.status_code)).inc()
+            metrics.HANDSHAKES_REJECTED.labels(metrics.status_label(invalid.status_code)).inc()
             source = str(websocket.remote_address[0]) if websocket.remote_address else "unix"
             if self.bad_request_log.allow(source):
                 logger.warning(
@@ -206,7 +207,7 @@ class Worker:
             await ended
         finally:
             code = websocket.close_code if websocket.close_code is not None else 1006
-            metrics.CONNECTIONS_CLOSED.labels(str(code)).inc()
+            metrics.CONNECTIONS_CLOSED.labels(metrics.close_code_label(code)).inc()
             metrics.CONNECTIONS_OPEN.dec()
             port.deliver_disconnect(code)
             assert port.task is not None
@@ -248,7 +249,11 @@ class Worker:
     async def _watch_readiness(self, stop: asyncio.Event) -> None:
         parent = os.getppid()
         while True:
-            self.report(ready=self.layer.ready and not self.draining, draining=self.draining)
+            self.report(
+                ready=self.layer.ready and not self.draining,
+                draining=self.draining,
+                metrics_degraded=degraded_values(),
+            )
             self.layer.tally.flush()
             if os.getppid() != parent or (self.options.status_fd and self._status_file is None):
                 logger.error("the supervisor went away; worker %d stops", os.getpid())

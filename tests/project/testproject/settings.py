@@ -82,3 +82,4 @@ for _key in (
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
+WEBSOCKET_TRACING_RECORD_SENSITIVE = bool(os.environ.get("TEST_TRACING_RECORD_SENSITIVE"))
