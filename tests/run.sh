@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools: promtool (Prometheus) checks the dashboards' queries; redis-server lets
-# the benchmark's smoke test run the Channels baseline too.
+# the benchmark's smoke test run the Channels baseline too; Chromium runs page tests.
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v redis-server >/dev/null || need+=(redis-server)
+# Headless Chromium drives the example chat's page in the browser tests.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

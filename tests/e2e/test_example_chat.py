@@ -4,57 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from support.processes import EXAMPLE_PROJECT, Stack, base_env
+from support.example import example_env, prepare
+from support.processes import EXAMPLE_PROJECT, Stack
 
 pytestmark = pytest.mark.timeout(120)
-
-SETUP = """
-from django.contrib.auth import get_user_model
-from django.test import Client
-import json
-keys = {}
-for name in ("alice", "bob", "mallory"):
-    user = get_user_model().objects.create_user(name, password="pw")
-    if name != "mallory":
-        from django.contrib.auth.models import Permission
-        user.user_permissions.add(Permission.objects.get(codename="connect_to_chat"))
-    client = Client()
-    assert client.login(username=name, password="pw")
-    keys[name] = client.cookies["sessionid"].value
-print(json.dumps(keys))
-"""
-
-
-def example_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "CHAT_DATABASE": str(tmp_path / "chat.sqlite3"),
-        "CHAT_BROKER": f"unix:{tmp_path / 'chat.sock'}",
-    }
-
-
-def prepare(tmp_path: Path) -> dict[str, str]:
-    env = base_env(DJANGO_SETTINGS_MODULE="chat_project.settings", **example_env(tmp_path))
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"], cwd=EXAMPLE_PROJECT, env=env, check=True
-    )
-    out = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", SETUP],
-        cwd=EXAMPLE_PROJECT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
 
 async def test_example_chat_sessions_permissions_and_messages(stack: Stack, tmp_path: Path) -> None:
     sessions = prepare(tmp_path)
@@ -87,15 +46,14 @@ async def test_example_chat_sessions_permissions_and_messages(stack: Stack, tmp_
     )  # type: ignore[arg-type]
     # No wait needed: group_add in connect() returns once the broker has the subscription.
     await alice.send("hello bob")
-    assert json.loads(await asyncio.wait_for(bob.recv(), 5)) == {
-        "from": "alice",
-        "message": "hello bob",
-    }
+    got = json.loads(await asyncio.wait_for(bob.recv(), 5))
+    # Each message carries its position in the room, for catching up after a reconnect.
+    assert got.pop("position")
+    assert got == {"from": "alice", "message": "hello bob"}
     await bob.send("hi alice")
-    assert json.loads(await asyncio.wait_for(alice.recv(), 5)) == {
-        "from": "bob",
-        "message": "hi alice",
-    }
+    got = json.loads(await asyncio.wait_for(alice.recv(), 5))
+    assert got.pop("position")
+    assert got == {"from": "bob", "message": "hi alice"}
     # Senders do not get their own messages back (the seed's params filter), and other
     # rooms hear nothing.
     for ws in (alice, lobby):

@@ -5,6 +5,7 @@ a local), the ``user_name`` / ``sender`` key mismatch, and the routing name mism
 """
 
 import json
+from urllib.parse import parse_qs
 
 from django_ws_client.consumers import BaseConsumer
 from django_ws_client.groups import GroupMessage
@@ -28,7 +29,10 @@ class ChatConsumer(BaseConsumer):
         self.room_group_name = self.room_group()
         self.user_name = self.user.get_full_name() or self.user.get_username()
 
-        await get_channel_layer().group_add(self.room_group_name, self)
+        # A reconnecting page hands back the position of the last message it got:
+        # what it missed is dispatched first, or a group.gap event if it cannot be.
+        since = parse_qs(self.scope["query_string"].decode()).get("since", [None])[0]
+        await get_channel_layer().group_add(self.room_group_name, self, since=since)
 
         self.session_started = True
 
@@ -42,7 +46,23 @@ class ChatConsumer(BaseConsumer):
         if params["sender"] == self.user_name:
             return
 
-        await self.send(json.dumps({"from": params["sender"], "message": event.message}))
+        await self.send(
+            json.dumps(
+                {
+                    "from": params["sender"],
+                    "message": event.message,
+                    "position": self.group_position(self.room_group_name),
+                }
+            )
+        )
+
+    async def group_gap(self, event):
+        # Messages were missed and cannot be replayed: tell the page, which says so.
+        await self.send(
+            json.dumps(
+                {"gap": event["reason"], "position": self.group_position(self.room_group_name)}
+            )
+        )
 
     async def receive(self, text_data=None, bytes_data=None):
         # User was verified?
