@@ -165,8 +165,11 @@ BROKER_ROWS: dict[str, list[Graph]] = {
               (Query(f"sum by (ordinal) (django_ws_broker_history_bytes{{{NS}}})",
                      "shard {{ordinal}}"),)),
         Graph("Deepest edge queue", "Deliveries waiting in the fullest edge stream queue.",
-              "short", (Query(f"max by (ordinal) (django_ws_broker_queue_depth{{{NS}}})",
+              "short", (Query(f"max by (ordinal) (django_ws_broker_queue_depth_max{{{NS}}})",
                               "shard {{ordinal}}"),)),
+        Graph("Refused calls", "Calls refused before the servicer: missing or wrong role "
+              "secrets, and Attach streams naming an edge id their key does not derive.",
+              "ops", (rate("django_ws_broker_access_refused_total", "reason", "{{reason}}"),)),
     ],
 }
 

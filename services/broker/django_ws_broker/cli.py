@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from django_ws_broker.auth import RoleSecretFiles
 from django_ws_broker.history import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_SECONDS,
@@ -24,6 +25,7 @@ from django_ws_broker.shard import (
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_SIZE,
 )
+from django_ws_proto.credentials import SecretFileError
 
 _ORDINAL_RE = re.compile(r"-(\d+)$")
 
@@ -150,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="require client certificates signed by this CA (mutual TLS)",
     )
+    for role, who in (
+        ("edge", "edge workers' Attach streams"),
+        ("publisher", "Publish calls from plain Django processes"),
+        ("admin", "Stats and Reshard"),
+    ):
+        variable = f"DJANGO_WS_{role.upper()}_SECRETS"
+        parser.add_argument(
+            f"--{role}-secrets",
+            type=Path,
+            default=os.environ.get(variable) or None,
+            metavar="FILE",
+            help=f"file of the secrets accepted for {who}, one a line (default: ${variable}); "
+            "give all three role files or none (none: roles are not checked)",
+        )
     parser.add_argument("--log-level", default=os.environ.get("DJANGO_WS_LOG_LEVEL", "INFO"))
     return parser
 
@@ -173,6 +189,20 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
         tls = TLSFiles(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
     elif args.tls_client_ca:
         parser_error("--tls-client-ca needs --tls-cert and --tls-key")
+    role_secrets = None
+    given = {
+        role: getattr(args, f"{role}_secrets") for role in ("edge", "publisher", "admin")
+    }
+    if any(given.values()):
+        missing = [f"--{role}-secrets" for role, path in given.items() if not path]
+        if missing:
+            parser_error(
+                f"{', '.join(missing)} missing: with role secrets on, every role needs its "
+                "own file (or the roles without one could not call anything)"
+            )
+        role_secrets = RoleSecretFiles(
+            edge=given["edge"], publisher=given["publisher"], admin=given["admin"]
+        )
     return BrokerOptions(
         listen=args.listen,
         ordinal=ordinal,
@@ -191,6 +221,7 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
         history_size=args.history_size,
         history_seconds=args.history_seconds,
         history_bytes=args.history_bytes,
+        role_secrets=role_secrets,
     )
 
 
@@ -202,8 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
     )
     options = options_from_args(args)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(options))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(options))
+    except SecretFileError as exc:
+        # A secrets file that cannot be read, or one secret given to two roles.
+        sys.exit(f"django-ws-broker: {exc}")
 
 
 if __name__ == "__main__":

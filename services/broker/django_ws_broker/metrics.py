@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -18,6 +18,14 @@ PUBLISH_SECONDS = Histogram(
     "django_ws_broker_publish_seconds",
     "Time for the broker to apply one batch of publishes (fan-out to edge queues).",
     buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+)
+
+ACCESS_REFUSED = Counter(
+    "django_ws_broker_access_refused_total",
+    "Calls refused before reaching the servicer, by reason: unauthenticated (no or an "
+    "unknown role secret), wrong_role, unknown_method, no_edge_key, edge_key_mismatch "
+    "(an Attach naming an edge id its key does not derive).",
+    ["reason"],
 )
 
 
@@ -95,11 +103,17 @@ class ShardCollector(Collector):
         # Refusals and barrier answers that did not fit an edge stream's control headroom.
         dropped.add_metric([*ordinal, "control_queue_full"], counters.dropped_control)
         yield dropped
-        depth = GaugeMetricFamily(
+        # Totals only: a per-edge label would publish every live edge id to whoever can
+        # read /metrics (ids are useless without their keys, but names of live edges
+        # are still a map for an attacker, and an unbounded label set).
+        depths = [edge.queue.qsize() for edge in shard.edges.values()]
+        yield gauge(
             "django_ws_broker_queue_depth",
-            "Deliveries waiting in each edge stream's queue.",
-            labels=["ordinal", "edge"],
+            "Deliveries waiting in all edge streams' queues together.",
+            sum(depths),
         )
-        for edge_id, edge in shard.edges.items():
-            depth.add_metric([*ordinal, edge_id], edge.queue.qsize())
-        yield depth
+        yield gauge(
+            "django_ws_broker_queue_depth_max",
+            "Deliveries waiting in the fullest edge stream's queue (a stalled edge).",
+            max(depths, default=0),
+        )

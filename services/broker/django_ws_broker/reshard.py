@@ -8,26 +8,42 @@ Shrinking: reshard, then stop the brokers past the new count.
 
     python -m django_ws_broker.reshard --shards 4 --epoch 2 \\
         broker-0:50051 broker-1:50051 broker-2:50051 broker-3:50051
+
+Resharding is an admin operation: when the brokers check role secrets, give the admin
+secret file with ``--secret-file`` (default: ``$DJANGO_WS_ADMIN_SECRETS``, which a broker
+pod already has, so running this inside one needs nothing more).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import grpc
 
+from django_ws_proto.credentials import SecretFileError, bearer, read_secrets
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 
-def reshard(addresses: list[str], shards: int, epoch: int, timeout: float = 5.0) -> list[int]:
+def reshard(
+    addresses: list[str],
+    shards: int,
+    epoch: int,
+    timeout: float = 5.0,
+    admin_secret: str | None = None,
+) -> list[int]:
     """Reshard each broker in turn; returns how many groups each released."""
+    metadata = (bearer(admin_secret),) if admin_secret else None
     released = []
     for address in addresses:
         with grpc.insecure_channel(address) as channel:
             reply = broker_pb2_grpc.BrokerStub(channel).Reshard(
-                broker_pb2.ReshardRequest(shards=shards, topology_epoch=epoch), timeout=timeout
+                broker_pb2.ReshardRequest(shards=shards, topology_epoch=epoch),
+                timeout=timeout,
+                metadata=metadata,
             )
         released.append(reply.released_groups)
     return released
@@ -42,11 +58,23 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="topology epoch, higher than any before (default: the current time)",
     )
+    parser.add_argument(
+        "--secret-file",
+        type=Path,
+        default=os.environ.get("DJANGO_WS_ADMIN_SECRETS") or None,
+        help="file whose first line is the admin secret (default: $DJANGO_WS_ADMIN_SECRETS)",
+    )
     parser.add_argument("addresses", nargs="+", help="every broker's HOST:PORT or unix:PATH")
     args = parser.parse_args(argv)
     epoch = args.epoch if args.epoch is not None else int(time.time())
+    admin_secret = None
+    if args.secret_file:
+        try:
+            admin_secret = read_secrets(args.secret_file, "--secret-file")[0]
+        except SecretFileError as exc:
+            parser.error(str(exc))
     try:
-        released = reshard(args.addresses, args.shards, epoch)
+        released = reshard(args.addresses, args.shards, epoch, admin_secret=admin_secret)
     except grpc.RpcError as exc:
         sys.exit(f"reshard failed: {exc.code().name}: {exc.details()}")
     for address, count in zip(args.addresses, released, strict=True):

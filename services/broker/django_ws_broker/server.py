@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY, start_http_server
 
+from django_ws_broker.auth import AccessInterceptor, RoleSecretFiles, RoleSecrets
 from django_ws_broker.history import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_SECONDS,
@@ -65,6 +66,7 @@ class BrokerOptions:
     drain_seconds: float = 0.0
     grace_seconds: float = 10.0
     tls: TLSFiles | None = None
+    role_secrets: RoleSecretFiles | None = None  # None: roles are not checked
     tracing: bool | None = None  # None: from the OTEL_* environment variables
     state_dir: Path | None = None
     history_size: int = DEFAULT_HISTORY_SIZE
@@ -149,7 +151,11 @@ class Broker:
             max_batch_bytes=options.max_message_bytes // 2,
         )
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=server_options(options.max_message_bytes))
+        secrets = RoleSecrets(options.role_secrets) if options.role_secrets else None
+        self.server = grpc.aio.server(
+            options=server_options(options.max_message_bytes),
+            interceptors=[AccessInterceptor(secrets)],
+        )
         broker_pb2_grpc.add_BrokerServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 
@@ -171,11 +177,13 @@ class Broker:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._prune = asyncio.get_running_loop().create_task(self._prune_forever())
         logger.info(
-            "broker %d of %d ready on %s (pid %d)",
+            "broker %d of %d ready on %s (pid %d, %s)",
             options.ordinal,
             options.shards,
             options.listen,
             os.getpid(),
+            "role secrets checked" if options.role_secrets else "no role secrets: any caller "
+            "that reaches this address may call anything",
         )
 
     async def _prune_forever(self) -> None:

@@ -1,0 +1,254 @@
+"""Who may call what on the broker: role credentials and edge keys, checked before any RPC.
+
+One interceptor in front of the servicer, so the servicer's methods stay about shards:
+
+* With role secrets configured (``--edge-secrets``, ``--publisher-secrets``,
+  ``--admin-secrets``), every call to ``django_ws.v1.Broker`` must carry
+  ``authorization: Bearer <secret>`` of a role allowed that method: ``Attach`` is for
+  edges, ``Publish`` for publishers (plain Django processes), ``Stats`` and ``Reshard``
+  for the admin. A missing or unknown secret is UNAUTHENTICATED; a known secret of
+  another role is PERMISSION_DENIED. With none configured (the embedded broker on its
+  private unix socket, or a network already fenced by mTLS), roles are not checked.
+* Always, an ``Attach`` must carry its edge key, and its hello must name the edge id
+  that key derives (:func:`django_ws_proto.credentials.edge_id_for`): a stolen edge id
+  without its key is PERMISSION_DENIED before the broker looks at the hello, so the
+  live edge keeps its stream.
+
+The gRPC health service is left open: Kubernetes probes cannot send metadata, and it
+tells nothing but SERVING or not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from django_ws_broker import metrics
+from django_ws_broker.shard import edge_id_error
+from django_ws_proto.credentials import (
+    AUTHORIZATION,
+    BEARER,
+    EDGE_KEY,
+    Role,
+    SecretFile,
+    SecretFileError,
+    edge_id_for,
+)
+
+logger = logging.getLogger("django_ws.broker.auth")
+
+SERVICE_PREFIX = "/django_ws.v1.Broker/"
+
+METHOD_ROLES: Mapping[str, Role] = {
+    "Attach": Role.EDGE,
+    "Publish": Role.PUBLISHER,
+    "Stats": Role.ADMIN,
+    "Reshard": Role.ADMIN,
+}
+"""The one role allowed each method of the broker service; a method not listed here
+(added to the proto later) is refused to everyone until it is given a role."""
+
+
+@dataclass(frozen=True)
+class RoleSecretFiles:
+    """Where each role's accepted secrets are: files of one secret a line."""
+
+    edge: Path
+    publisher: Path
+    admin: Path
+
+
+class RoleSecrets:
+    """The accepted secrets of each role, read again when their files change."""
+
+    def __init__(self, files: RoleSecretFiles) -> None:
+        self.files = {
+            Role.EDGE: SecretFile(files.edge, "--edge-secrets"),
+            Role.PUBLISHER: SecretFile(files.publisher, "--publisher-secrets"),
+            Role.ADMIN: SecretFile(files.admin, "--admin-secrets"),
+        }
+        seen: dict[str, Role] = {}
+        for role, file in self.files.items():
+            for value in file.values:
+                if value in seen and seen[value] is not role:
+                    raise SecretFileError(
+                        f"--{seen[value].value}-secrets and --{role.value}-secrets list the "
+                        "same secret: each role needs its own, or roles mean nothing"
+                    )
+                seen[value] = role
+
+    def role_of(self, presented: str) -> Role | None:
+        """The role whose secret was presented, or None. Every listed secret is
+        compared in constant time, so the answer's timing tells nothing about them."""
+        found: Role | None = None
+        candidate = presented.encode()
+        for role, file in self.files.items():
+            for value in file.values:
+                if hmac.compare_digest(candidate, value.encode()):
+                    found = role
+        return found
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in details.invocation_metadata or ():
+        if isinstance(value, str):
+            found.setdefault(key, value)
+    return found
+
+
+Behavior = Callable[..., Any]
+
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Checks role credentials and edge keys before the servicer sees a call."""
+
+    def __init__(self, secrets: RoleSecrets | None) -> None:
+        self.secrets = secrets
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(SERVICE_PREFIX):
+            return handler
+        name = method[len(SERVICE_PREFIX) :]
+        metadata = _metadata(details)
+        refusal = self._refusal(name, metadata)
+        if refusal is not None:
+            code, reason, message = refusal
+            metrics.ACCESS_REFUSED.labels(reason=reason).inc()
+            logger.warning("refused a call to %s: %s", name, message)
+            return _refusing(handler, code, message)
+        if name == "Attach":
+            key = metadata.get(EDGE_KEY, "")
+            return _replace_stream_stream(handler, _bound_attach(handler.stream_stream, key))
+        return handler
+
+    def _refusal(
+        self, name: str, metadata: Mapping[str, str]
+    ) -> tuple[grpc.StatusCode, str, str] | None:
+        """What to refuse the call with, or None to let it through."""
+        if self.secrets is not None:
+            needed = METHOD_ROLES.get(name)
+            if needed is None:
+                return (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "unknown_method",
+                    f"{name} has no role allowed to call it",
+                )
+            credential = metadata.get(AUTHORIZATION, "")
+            role = (
+                self.secrets.role_of(credential[len(BEARER) :])
+                if credential.startswith(BEARER)
+                else None
+            )
+            if role is None:
+                return (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "unauthenticated",
+                    f"{name} needs the {needed.value} role's secret in the "
+                    "'authorization: Bearer ...' metadata; none or an unknown one was sent",
+                )
+            if role is not needed:
+                return (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "wrong_role",
+                    f"the {role.value} role may not call {name}; it needs the "
+                    f"{needed.value} role's secret",
+                )
+        if name == "Attach" and not metadata.get(EDGE_KEY):
+            return (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no_edge_key",
+                f"Attach needs the edge's key in the '{EDGE_KEY}' metadata (the edge id "
+                "is derived from it); this client sent none",
+            )
+        return None
+
+
+def _refusing(
+    handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that ends every call with ``code``."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_unary_rpc_method_handler(
+        refuse, handler.request_deserializer, handler.response_serializer
+    )
+
+
+def _replace_stream_stream(
+    handler: grpc.RpcMethodHandler, behavior: Behavior
+) -> grpc.RpcMethodHandler:
+    return grpc.stream_stream_rpc_method_handler(
+        behavior, handler.request_deserializer, handler.response_serializer
+    )
+
+
+def _bound_attach(behavior: Behavior, key: str) -> Behavior:
+    """``Attach`` whose first frame is checked against the id that ``key`` derives.
+
+    A hello naming another well-formed id ends the call with PERMISSION_DENIED before the
+    servicer reads it; a malformed one passes, for the servicer to refuse by its rule.
+    """
+    expected = edge_id_for(key)
+
+    async def checked(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        iterator = requests.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        if first.HasField("hello"):
+            edge_id = first.hello.edge_id
+            if edge_id != expected and edge_id_error(edge_id) is None:
+                metrics.ACCESS_REFUSED.labels(reason="edge_key_mismatch").inc()
+                logger.warning("refused an Attach: its hello names an edge id its key does not")
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "the hello's edge id is not the one derived from this stream's edge key: "
+                    "an edge can only attach as itself",
+                )
+        yield first
+        async for frame in iterator:
+            yield frame
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def attach_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for reply in behavior(checked(requests, context), context):
+                yield reply
+
+        return attach_stream
+
+    async def attach(requests: AsyncIterator[Any], context: Any) -> Any:
+        return await behavior(checked(requests, context), context)
+
+    return attach
