@@ -1,13 +1,21 @@
 """gRPC channels to brokers: one per broker address, shared and fork-safe.
 
 Both the edge (async streams) and plain Django processes (unary publishes) build their
-channel options and credentials here, so TLS and keepalive behave the same everywhere.
+channel options and credentials here, so TLS, keepalive and the role secret behave the
+same everywhere.
+
+The role secret (CONFIG ``secret_file``) rides in each call's metadata rather than in
+gRPC call credentials, which gRPC only sends over TLS: a shared secret must also work on
+a plaintext network fenced by a NetworkPolicy. It is read again when its file changes, so
+a rotated Kubernetes Secret is picked up without a restart.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +23,9 @@ import grpc
 
 from django_ws_client.transport.config import TransportConfig
 from django_ws_client.transport.private_socket import check_broker_socket, socket_directory
+from django_ws_proto.credentials import EDGE_KEY, SecretFile, bearer
+
+Metadata = tuple[tuple[str, str], ...]
 
 GRPC_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -48,6 +59,62 @@ def channel_credentials(config: TransportConfig) -> grpc.ChannelCredentials | No
     )
 
 
+_secret_files: dict[Path, SecretFile] = {}
+_secret_files_lock = threading.Lock()
+
+
+def _secret_file(path: Path) -> SecretFile:
+    """One reader per file per process, so its change check is shared by every call."""
+    with _secret_files_lock:
+        file = _secret_files.get(path)
+        if file is None:
+            file = _secret_files[path] = SecretFile(path, "the transport CONFIG's 'secret_file'")
+        return file
+
+
+def auth_metadata(config: TransportConfig, *, edge_key: str | None = None) -> Metadata:
+    """The metadata that proves who this process is to a broker: the role secret when
+    CONFIG names one, and, on an edge's Attach, the key its edge id derives from."""
+    metadata: list[tuple[str, str]] = []
+    if config.secret_file is not None:
+        metadata.append(bearer(_secret_file(config.secret_file).first))
+    if edge_key is not None:
+        metadata.append((EDGE_KEY, edge_key))
+    return tuple(metadata)
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,  # type: ignore[misc]
+):
+    """Call details with metadata added (the form gRPC's interceptor examples use)."""
+
+
+class _CallMetadata(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the role secret to every unary call of a sync channel."""
+
+    def __init__(self, metadata: Callable[[], Metadata]) -> None:
+        self.metadata = metadata
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        extra = self.metadata()
+        if extra:
+            details = _CallDetails(
+                details.method,
+                details.timeout,
+                (*(details.metadata or ()), *extra),
+                details.credentials,
+                details.wait_for_ready,
+                details.compression,
+            )
+        return continuation(details, request)
+
+
 class SyncChannelPool:
     """Thread-safe sync gRPC channels, usable from any thread and any event loop.
 
@@ -77,6 +144,11 @@ class SyncChannelPool:
                     channel = grpc.insecure_channel(address, options=options)
                 else:
                     channel = grpc.secure_channel(address, credentials, options=options)
+                if self.config.secret_file is not None:
+                    config = self.config
+                    channel = grpc.intercept_channel(
+                        channel, _CallMetadata(lambda: auth_metadata(config))
+                    )
                 self._channels[address] = channel
             return channel
 

@@ -9,7 +9,8 @@ Three ways to name brokers, all resolving to one address per shard ordinal:
 When CONFIG names no broker, the environment may: ``DJANGO_WS_BROKERS`` (a template or
 a comma-separated list), ``DJANGO_WS_SHARDS``, and ``DJANGO_WS_TLS_CA`` /
 ``DJANGO_WS_TLS_CERT`` / ``DJANGO_WS_TLS_KEY`` (how the Helm chart configures edges and
-app pods without touching the project's settings).
+app pods without touching the project's settings). ``DJANGO_WS_SECRET_FILE`` gives the
+role secret file whenever CONFIG has no ``secret_file``.
 
 With nothing configured, the broker is embedded: a unix socket in this user's private
 directory (:mod:`~django_ws_client.transport.private_socket`) whose name derives from
@@ -30,6 +31,7 @@ from typing import Any
 from django_ws_client.exceptions import InvalidChannelLayerError
 from django_ws_client.transport.private_socket import socket_directory
 from django_ws_proto.codec import DEFAULT_MAX_EVENT_BYTES
+from django_ws_proto.credentials import SecretFileError, read_secrets
 
 _HOST_PORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})")
 
@@ -39,6 +41,7 @@ CONFIG_KEYS = frozenset(
         "brokers",
         "shards",
         "tls",
+        "secret_file",
         "timeout",
         "connect_timeout",
         "capacity",
@@ -88,6 +91,9 @@ class TransportConfig:
     shards: int
     addresses_template: str | None = None
     tls: TLSConfig | None = None
+    secret_file: Path | None = None
+    """The role secret this process sends to brokers (its first line): the edge secret
+    in websocket servers, the publisher secret in other Django processes."""
     timeout: float = 5.0
     connect_timeout: float = 5.0
     capacity: int = DEFAULT_CAPACITY
@@ -172,6 +178,23 @@ def _tls(config: Mapping[str, Any], setting: str) -> TLSConfig | None:
     )
 
 
+def _secret_file(config: Mapping[str, Any], setting: str) -> Path | None:
+    value = config.get("secret_file")
+    if value is None:
+        return None
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise InvalidChannelLayerError(
+            f"{setting}['secret_file'] must be the path of a file holding the role secret "
+            f"(one a line; the first is sent), got {type(value).__name__}"
+        )
+    path = Path(value)
+    try:
+        read_secrets(path, f"{setting}['secret_file']")
+    except SecretFileError as exc:
+        raise InvalidChannelLayerError(str(exc)) from None
+    return path
+
+
 def _with_environment(config: dict[str, Any]) -> dict[str, Any]:
     """Fill broker addresses and TLS from DJANGO_WS_* variables when CONFIG has none."""
     wait = os.environ.get("DJANGO_WS_CONNECT_TIMEOUT", "").strip()
@@ -182,6 +205,9 @@ def _with_environment(config: dict[str, Any]) -> dict[str, Any]:
             raise InvalidChannelLayerError(
                 f"DJANGO_WS_CONNECT_TIMEOUT must be a number of seconds, got {wait!r}"
             ) from None
+    secret_file = os.environ.get("DJANGO_WS_SECRET_FILE", "").strip()
+    if secret_file and "secret_file" not in config:
+        config["secret_file"] = secret_file
     if "address" in config or "brokers" in config:
         return config
     brokers = os.environ.get("DJANGO_WS_BROKERS", "").strip()
@@ -302,6 +328,7 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         shards=shards,
         addresses_template=template,
         tls=_tls(config, setting),
+        secret_file=_secret_file(config, setting),
         timeout=_number(config, "timeout", 5.0, setting),
         connect_timeout=_number(config, "connect_timeout", 5.0, setting),
         capacity=capacity,

@@ -36,6 +36,7 @@ from django_ws_edge.group_index import GroupIndex
 from django_ws_edge.links import BrokerLink, LinkHandlers
 from django_ws_proto import codec
 from django_ws_proto import tracing as wire_tracing
+from django_ws_proto.credentials import edge_id_for, new_edge_key
 from django_ws_proto.names import channel_home, group_name_error, require_group_name
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
@@ -49,9 +50,12 @@ logger = logging.getLogger("django_ws.edge")
 class EdgeChannelLayer(ChannelLayer):
     """Local membership plus one :class:`BrokerLink` per broker."""
 
-    def __init__(self, config: TransportConfig, *, edge_id: str | None = None) -> None:
+    def __init__(self, config: TransportConfig, *, edge_key: str | None = None) -> None:
         super().__init__(config)
-        self.edge_id = edge_id or f"ws.{secrets.token_hex(6)}"
+        # The id is derived from a key only this worker knows: brokers refuse an Attach
+        # naming this id without the key, so nobody can take over this worker's stream.
+        self.edge_key = edge_key or new_edge_key()
+        self.edge_id = edge_id_for(self.edge_key)
         self.index = GroupIndex()
         self.connections: dict[str, EdgeConnection] = {}
         self.ring = ShardRing(config.shards)
@@ -86,6 +90,7 @@ class EdgeChannelLayer(ChannelLayer):
             address=self.config.address_for(ordinal),
             shards=self.ring.shards,
             edge_id=self.edge_id,
+            edge_key=self.edge_key,
             config=self.config,
             handlers=self._handlers,
         )

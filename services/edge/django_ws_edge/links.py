@@ -25,7 +25,11 @@ from dataclasses import dataclass
 import grpc
 
 from django_ws_client.exceptions import BrokerUnavailable
-from django_ws_client.transport.channels import channel_credentials, channel_options
+from django_ws_client.transport.channels import (
+    auth_metadata,
+    channel_credentials,
+    channel_options,
+)
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge import metrics
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
@@ -115,6 +119,7 @@ class BrokerLink:
         address: str,
         shards: int,
         edge_id: str,
+        edge_key: str,
         config: TransportConfig,
         handlers: LinkHandlers,
     ) -> None:
@@ -122,6 +127,7 @@ class BrokerLink:
         self.address = address
         self.shards = shards
         self.edge_id = edge_id
+        self.edge_key = edge_key
         self.config = config
         self.handlers = handlers
         self.up = False
@@ -324,6 +330,8 @@ class BrokerLink:
                 if exc.code() in (
                     grpc.StatusCode.FAILED_PRECONDITION,
                     grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED,
                 ):
                     logger.error(
                         "broker %d at %s refused this edge: %s",
@@ -361,7 +369,9 @@ class BrokerLink:
             self.handlers.on_state(self.ordinal, False)
 
     async def _session(self, stub: broker_pb2_grpc.BrokerStub) -> None:
-        call = stub.Attach(wait_for_ready=True)
+        call = stub.Attach(
+            wait_for_ready=True, metadata=auth_metadata(self.config, edge_key=self.edge_key)
+        )
         resumes = self.handlers.resumes_owned(self.ordinal)
         hello = broker_pb2.EdgeFrame(
             hello=broker_pb2.Hello(edge_id=self.edge_id, ordinal=self.ordinal, shards=self.shards),
