@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.processes import ManagedProcess, ProcessRegistry
 from bench.systems import python_env
+from django_ws_proto.credentials import EDGE_KEY, edge_id_for, new_edge_key
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 GROUPS = {"small": ("bench_small", 10), "big": ("bench_big", 10_000)}
@@ -44,13 +45,14 @@ class EdgeStream:
     def __init__(
         self,
         stub: broker_pb2_grpc.BrokerStub,
-        edge_id: str,
         local: dict[str, int],
         progress: asyncio.Event,
     ) -> None:
         self.stub = stub
         self.progress = progress  # set whenever deliveries arrive
-        self.edge_id = edge_id
+        # A real edge's id is derived from a key it proves on Attach; this one too.
+        self.edge_key = new_edge_key()
+        self.edge_id = edge_id_for(self.edge_key)
         self.local = local  # group -> members this edge holds
         self.queue: asyncio.Queue[broker_pb2.EdgeFrame | None] = asyncio.Queue()
         self.received: dict[str, int] = dict.fromkeys(local, 0)
@@ -68,7 +70,7 @@ class EdgeStream:
             yield frame
 
     async def run(self) -> None:
-        call = self.stub.Attach(self._requests())
+        call = self.stub.Attach(self._requests(), metadata=((EDGE_KEY, self.edge_key),))
         async for frame in call:
             if frame.HasField("welcome"):
                 self.welcome.set()
@@ -225,13 +227,11 @@ async def run_broker_micro(
             channels.append(channel)
             local = {GROUPS[n][0]: _members_per_edge(GROUPS[n][1], edges)[k] for n in GROUPS}
             subscribers.append(
-                EdgeStream(broker_pb2_grpc.BrokerStub(channel), f"bench-edge-{k}", local, progress)
+                EdgeStream(broker_pb2_grpc.BrokerStub(channel), local, progress)
             )
         publisher_channel = grpc.aio.insecure_channel(address)
         channels.append(publisher_channel)
-        publisher = EdgeStream(
-            broker_pb2_grpc.BrokerStub(publisher_channel), "bench-publisher", {}, progress
-        )
+        publisher = EdgeStream(broker_pb2_grpc.BrokerStub(publisher_channel), {}, progress)
         try:
             for edge in subscribers:
                 await edge.start([GROUPS[n][0] for n in GROUPS])

@@ -12,6 +12,7 @@ from django_ws_proto import codec
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
+from support import wire
 from support.processes import Stack
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,10 +29,10 @@ async def attach(
     shards: int = 1,
     subscribe: list[str] | None = None,
 ) -> grpc.aio.StreamStreamCall:
-    call = stub.Attach()
+    call = stub.Attach(metadata=wire.edge_metadata(edge_id))
     await call.write(
         broker_pb2.EdgeFrame(
-            hello=broker_pb2.Hello(edge_id=edge_id, ordinal=ordinal, shards=shards),
+            hello=broker_pb2.Hello(edge_id=wire.edge_id(edge_id), ordinal=ordinal, shards=shards),
             subscribe=subscribe or [],
         )
     )
@@ -90,9 +91,11 @@ async def test_a_stream_for_the_wrong_broker_is_refused(stack: Stack) -> None:
     broker = stack.broker(None, "--ordinal", "1", "--shards", "3")
     async with grpc.aio.insecure_channel(broker.listen) as channel:
         stub = broker_pb2_grpc.BrokerStub(channel)
-        call = stub.Attach()
+        call = stub.Attach(metadata=wire.edge_metadata("ws.x"))
         await call.write(
-            broker_pb2.EdgeFrame(hello=broker_pb2.Hello(edge_id="ws.x", ordinal=0, shards=3))
+            broker_pb2.EdgeFrame(
+                hello=broker_pb2.Hello(edge_id=wire.edge_id("ws.x"), ordinal=0, shards=3)
+            )
         )
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call.read()

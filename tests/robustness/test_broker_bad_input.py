@@ -69,7 +69,7 @@ async def test_bytes_that_are_not_an_edge_frame_end_the_stream_naming_the_messag
 
         async def garbage_round() -> None:
             for data in GARBAGE:
-                call = raw()
+                call = raw(metadata=wire.edge_metadata("ws.garbage"))
                 await call.write(data)
                 error = await wire.rpc_error(call)
                 assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -84,9 +84,9 @@ async def test_bytes_that_are_not_an_edge_frame_end_the_stream_naming_the_messag
         assert grown < 8 * MIB
 
         # Garbage after a proper hello ends the stream and drops its subscriptions.
-        call = raw()
+        call = raw(metadata=wire.edge_metadata("ws.then.garbage"))
         hello = broker_pb2.EdgeFrame(
-            hello=broker_pb2.Hello(edge_id="ws.then.garbage"), subscribe=["kept"]
+            hello=broker_pb2.Hello(edge_id=wire.edge_id("ws.then.garbage")), subscribe=["kept"]
         )
         await call.write(hello.SerializeToString())
         welcome = broker_pb2.BrokerFrame.FromString(await call.read())
@@ -113,10 +113,11 @@ async def test_a_message_over_the_size_limit_is_refused_naming_the_limit(stack: 
     broker = stack.broker(None, "--max-message-bytes", str(limit))
     async with grpc.aio.insecure_channel(broker.listen, options=wire.LARGE_MESSAGES) as channel:
         too_big = broker_pb2.EdgeFrame(
-            hello=broker_pb2.Hello(edge_id="ws.big"), subscribe=["g"] * (limit // 3 + 10)
+            hello=broker_pb2.Hello(edge_id=wire.edge_id("ws.big")),
+            subscribe=["g"] * (limit // 3 + 10),
         ).SerializeToString()
         assert len(too_big) > limit
-        call = wire.raw_attach(channel)()
+        call = wire.raw_attach(channel)(metadata=wire.edge_metadata("ws.big"))
         await call.write(too_big)
         error = await wire.rpc_error(call)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -186,7 +187,7 @@ async def test_attach_without_a_proper_hello_is_refused_naming_what_is_missing(
         stub = broker_pb2_grpc.BrokerStub(channel)
 
         async def refused(*frames: broker_pb2.EdgeFrame) -> grpc.aio.AioRpcError:
-            call = stub.Attach()
+            call = stub.Attach(metadata=wire.edge_metadata("ws.a"))
             for frame in frames:
                 await call.write(frame)
             return await wire.rpc_error(call)
@@ -203,7 +204,7 @@ async def test_attach_without_a_proper_hello_is_refused_naming_what_is_missing(
             assert details.startswith(f"bad hello: {EDGE_ID_RULE}") and len(details) < 600
         # A hello for another broker of the cluster.
         error = await refused(
-            broker_pb2.EdgeFrame(hello=broker_pb2.Hello(edge_id="ws.a", ordinal=1))
+            broker_pb2.EdgeFrame(hello=broker_pb2.Hello(edge_id=wire.edge_id("ws.a"), ordinal=1))
         )
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "this is broker 0, the edge expected broker 1" in (error.details() or "")
@@ -211,7 +212,7 @@ async def test_attach_without_a_proper_hello_is_refused_naming_what_is_missing(
         # hold nothing once ended.
         before = rss(broker.pid)
         started = time.monotonic()
-        calls = [stub.Attach() for _ in range(200)]
+        calls = [stub.Attach(metadata=wire.edge_metadata("ws.a")) for _ in range(200)]
         errors = await asyncio.gather(*(wire.rpc_error(call) for call in calls))
         took = time.monotonic() - started
         assert {error.code() for error in errors} == {grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -220,7 +221,7 @@ async def test_attach_without_a_proper_hello_is_refused_naming_what_is_missing(
         report(f"200 silent streams ended in {took:.1f}s", before, rss(broker.pid))
         assert rss(broker.pid) - before < 16 * MIB
         # A stream closed before its hello just ends.
-        call = stub.Attach()
+        call = stub.Attach(metadata=wire.edge_metadata("ws.a"))
         await call.done_writing()
         assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
         assert await call.code() == grpc.StatusCode.OK
@@ -301,7 +302,7 @@ async def test_a_stream_replaced_by_one_with_the_same_edge_id_is_ended_and_leave
                 await wire.read_until(old, lambda frame: frame.synced == 1, timeout=2)
             assert (await wire.sync(new, 1))[-1].synced == 1
             stats = broker.stats(include_groups=True)
-            assert dict(stats.group_edges) == {"b": 1} and stats.edge_ids == ["ws.twin"]
+            assert dict(stats.group_edges) == {"b": 1} and stats.edge_ids == [wire.edge_id("ws.twin")]
             new.cancel()
             wait_until(lambda: broker.stats().edges == 0, 5, "the stream to end")
             if round_ == 0:

@@ -133,6 +133,7 @@ def base_env(**extra: str) -> dict[str, str]:
 @dataclass
 class Broker(Process):
     listen: str = ""
+    admin_secret: str | None = None  # sent with Stats when the broker checks roles
 
     def ready(self) -> bool:
         with grpc.insecure_channel(self.listen) as channel:
@@ -155,7 +156,11 @@ class Broker(Process):
     def stats(self, include_groups: bool = False) -> broker_pb2.StatsReply:
         with grpc.insecure_channel(self.listen) as channel:
             return broker_pb2_grpc.BrokerStub(channel).Stats(
-                broker_pb2.StatsRequest(include_groups=include_groups), timeout=5
+                broker_pb2.StatsRequest(include_groups=include_groups),
+                timeout=5,
+                metadata=(("authorization", f"Bearer {self.admin_secret}"),)
+                if self.admin_secret
+                else None,
             )
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from django_ws_proto import codec
+from django_ws_proto.credentials import EDGE_KEY, edge_id_for
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 ATTACH = "/django_ws.v1.Broker/Attach"
@@ -26,6 +28,21 @@ EDGE_LIMITS = [
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
+
+
+def edge_key(name: str) -> str:
+    """A fixed edge key per test name, so a test can attach "as" a name and know its id."""
+    return hashlib.sha256(f"test edge {name}".encode()).hexdigest()
+
+
+def edge_id(name: str) -> str:
+    """The edge id that ``edge_key(name)`` proves."""
+    return edge_id_for(edge_key(name))
+
+
+def edge_metadata(name: str) -> tuple[tuple[str, str], ...]:
+    """What an edge named ``name`` sends on Attach to prove its id."""
+    return ((EDGE_KEY, edge_key(name)),)
 
 
 def identity(data: bytes) -> bytes:
@@ -53,15 +70,16 @@ def event(text: str = "hi", size: int = 0) -> broker_pb2.Event:
 
 async def attach(
     stub: broker_pb2_grpc.BrokerStub,
-    edge_id: str,
+    name: str,
     subscribe: list[str] | None = None,
     ordinal: int = 0,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> grpc.aio.StreamStreamCall:
-    """An Attach stream past its welcome."""
-    call = stub.Attach()
+    """An Attach stream past its welcome, as the edge ``name`` (id ``edge_id(name)``)."""
+    call = stub.Attach(metadata=(*edge_metadata(name), *metadata))
     await call.write(
         broker_pb2.EdgeFrame(
-            hello=broker_pb2.Hello(edge_id=edge_id, ordinal=ordinal, shards=1),
+            hello=broker_pb2.Hello(edge_id=edge_id(name), ordinal=ordinal, shards=1),
             subscribe=subscribe or [],
         )
     )
