@@ -10,6 +10,7 @@
 | django_ws.E006 | PROMETHEUS_MULTIPROC_DIR is set but is not a writable directory |
 | django_ws.W001 | origin checking is not in WEBSOCKET_MIDDLEWARE |
 | django_ws.W002 | the metrics directory is unwritable or nearly full: metrics degrade |
+| django_ws.W010 | brokers are reached over TCP with neither a role secret nor mutual TLS |
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ SERVER_KEYS = {
 
 
 @register(TAG)
-def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
     from django_ws_client.transport import backend_settings, layer_config
 
-    errors: list[Error] = []
+    errors: list[Error | Warning] = []
     backends = conf.transport_backends()
     if not isinstance(backends, dict) or not backends:
         return [
@@ -93,9 +94,25 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
             continue
         try:
-            layer_config(alias)
+            config = layer_config(alias)
         except InvalidChannelLayerError as exc:
             errors.append(Error(str(exc), id="django_ws.E002"))
+            continue
+        tcp = [a for a in config.brokers if not a.startswith(("unix:", "unix-abstract:"))]
+        mutual_tls = config.tls is not None and config.tls.cert is not None
+        if tcp and config.secret_file is None and not mutual_tls:
+            errors.append(
+                Warning(
+                    f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}] reaches brokers over TCP "
+                    f"({tcp[0]}{', ...' if len(tcp) > 1 else ''}) with no role secret and no "
+                    "mutual TLS: anything that can reach a broker can publish to any group, "
+                    "attach as an edge, and reshard the cluster",
+                    hint="give CONFIG 'secret_file' (or DJANGO_WS_SECRET_FILE) and start the "
+                    "brokers with --edge-secrets, --publisher-secrets and --admin-secrets; "
+                    "see docs/security.md",
+                    id="django_ws.W010",
+                )
+            )
     return errors
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from django.core.checks import run_checks
 from django.db import connection
@@ -87,3 +88,31 @@ async def test_database_sync_to_async_closes_stale_connections() -> None:
     stale = await database_sync_to_async(open_connection)()
     fresh = await database_sync_to_async(current_connection)()
     assert stale is not fresh
+
+
+def test_tcp_brokers_without_a_secret_or_mutual_tls_are_warned_about(tmp_path: Path) -> None:
+    def backends(**config: object) -> dict[str, object]:
+        return {
+            "default": {
+                "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+                "CONFIG": config,
+            }
+        }
+
+    found = ids(WEBSOCKET_TRANSPORT_BACKENDS=backends(address="10.0.0.5:50051"))
+    print(f"\nW010: {found.get('django_ws.W010')}")
+    assert "10.0.0.5:50051" in found["django_ws.W010"]
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 32 + "\n")
+    assert "django_ws.W010" not in ids(
+        WEBSOCKET_TRANSPORT_BACKENDS=backends(address="10.0.0.5:50051", secret_file=str(secret))
+    )
+    # A unix socket (the embedded broker) needs neither.
+    assert ids(WEBSOCKET_TRANSPORT_BACKENDS=backends(address="unix:/run/ws.sock")) == {}
+    # A secret file that is not one is an error naming the setting, not the content.
+    secret.write_text("short\n")
+    found = ids(
+        WEBSOCKET_TRANSPORT_BACKENDS=backends(address="10.0.0.5:50051", secret_file=str(secret))
+    )
+    print(f"E002: {found['django_ws.E002']}")
+    assert "['secret_file']" in found["django_ws.E002"] and "short" not in found["django_ws.E002"]
