@@ -43,6 +43,10 @@ _EDGE_ID_PERSON = b"django-ws-edge"  # domain separation: this hash names edges 
 MIN_SECRET_LENGTH = 16
 """Shortest role secret accepted, in characters: a guessable secret is no secret."""
 
+PLACEHOLDER_PREFIX = "replace-me"
+"""How the placeholders of the plain Kubernetes manifests start: refused, so that the
+manifests cannot run with secrets everyone can read in this repository."""
+
 _SECRET_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
@@ -91,6 +95,11 @@ def parse_secrets(text: str, source: str) -> tuple[str, ...]:
                 f"{source}: line {number} is not a usable secret: it must be at least "
                 f"{MIN_SECRET_LENGTH} printable ASCII characters with no spaces "
                 "(e.g. the output of `openssl rand -hex 32`)"
+            )
+        if value.lower().startswith(PLACEHOLDER_PREFIX):
+            raise SecretFileError(
+                f"{source}: line {number} is a placeholder, not a secret: put a random one "
+                "there (e.g. the output of `openssl rand -hex 32`)"
             )
         found.append(value)
     if not found:

@@ -3,6 +3,7 @@ dashboards), its notes and docs, and its refusal of values that would break a cl
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,58 @@ def test_defaults_have_no_optional_parts(default_release: Release) -> None:
     assert not kinds & {"Ingress", "HorizontalPodAutoscaler", "ServiceMonitor"}
     for c in [container(default_release.workload(k)) for k in ("edge", "broker")]:
         assert not any("tls" in str(a) for a in c["args"])
+
+
+def role_secrets(release: Release) -> dict[str, str]:
+    secret = release.one("Secret", f"{release.name}-django-ws-broker-auth")
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_role_secrets_are_generated_random_and_distinct(default_release: Release) -> None:
+    from django_ws_proto.credentials import parse_secrets
+
+    found = role_secrets(default_release)
+    assert sorted(found) == ["admin", "edge", "publisher"]
+    assert len(set(found.values())) == 3
+    for role, value in found.items():
+        assert parse_secrets(value, role) == (value,)  # one usable secret each
+    again = role_secrets(render_chart())
+    # Offline (no cluster to look up) each rendering draws new ones; installed, the
+    # template looks up the Secret it made before and keeps its values.
+    assert all(again[role] != found[role] for role in found)
+    template = (CHART / "templates" / "broker-auth-secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+    print(f"role secrets: {', '.join(f'{k} {len(v)} chars' for k, v in sorted(found.items()))}")
+
+
+def test_given_role_secrets_are_used_as_they_are() -> None:
+    given = {
+        "edge": "e" * 32,
+        "publisher": "p" * 32 + "\n" + "q" * 32,  # rotating: two accepted
+        "admin": "a" * 32,
+    }
+    release = render_chart({"auth": given})
+    assert role_secrets(release) == given
+
+
+def test_an_existing_secret_replaces_the_generated_one(full_release: Release) -> None:
+    name = full_release.values["auth"]["existingSecret"]
+    assert not full_release.all("Secret")
+    for component in ("edge", "broker"):
+        volume = next(
+            v for v in pod_spec(full_release.workload(component))["volumes"] if v["name"] == "auth"
+        )
+        assert volume["secret"]["secretName"] == name
+
+
+def test_without_auth_nothing_is_mounted_or_configured() -> None:
+    release = render_chart({"auth": {"enabled": False}})
+    assert not release.all("Secret")
+    for component in ("edge", "broker"):
+        workload = release.workload(component)
+        assert all(v["name"] != "auth" for v in pod_spec(workload)["volumes"])
+        names = [e["name"] for e in container(workload).get("env", [])]
+        assert not [n for n in names if "SECRET" in n]
 
 
 def test_service_monitors_scrape_both_metrics_ports(full_release: Release) -> None:

@@ -233,3 +233,42 @@ def test_command_lines_parse_with_the_real_parsers(release: Release,
     assert (options.ordinal, options.shards) == (last, statefulset["spec"]["replicas"])
     assert options.metrics_address == f"0.0.0.0:{container_ports(statefulset)['metrics']}"
     assert (options.tls is not None) == ("--tls-cert" in broker["args"])
+
+
+def test_role_secrets_reach_each_side_as_it_needs(release: Release,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brokers get every role's secret file (through the real CLI parser), edges only
+    the edge role's, from the same Secret, on whole-volume mounts that Kubernetes
+    updates in place (a subPath mount would never see a rotation)."""
+    from django_ws_broker.cli import build_parser, options_from_args
+
+    statefulset = release.one("StatefulSet")
+    broker = container(statefulset)
+    broker_mount = next(m for m in broker["volumeMounts"] if m["name"] == "auth")
+    assert broker_mount["readOnly"] is True and "subPath" not in broker_mount
+    for item in broker["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    monkeypatch.setenv("HOSTNAME", f"{statefulset['metadata']['name']}-0")
+    options = options_from_args(build_parser().parse_args(broker["args"]))
+    assert options.role_secrets is not None
+    root = broker_mount["mountPath"]
+    assert (str(options.role_secrets.edge), str(options.role_secrets.publisher),
+            str(options.role_secrets.admin)) == (f"{root}/edge", f"{root}/publisher",
+                                                 f"{root}/admin")
+    broker_volume = next(v for v in pod_spec(statefulset)["volumes"] if v["name"] == "auth")
+    assert "items" not in broker_volume["secret"]
+
+    edge_workload = release.workload("edge")
+    edge = container(edge_workload)
+    edge_mount = next(m for m in edge["volumeMounts"] if m["name"] == "auth")
+    assert "subPath" not in edge_mount
+    assert env_value(edge, "DJANGO_WS_SECRET_FILE") == f"{edge_mount['mountPath']}/edge"
+    edge_volume = next(v for v in pod_spec(edge_workload)["volumes"] if v["name"] == "auth")
+    assert edge_volume["secret"]["secretName"] == broker_volume["secret"]["secretName"]
+    assert edge_volume["secret"]["items"] == [{"key": "edge", "path": "edge"}]
+    names = {d["metadata"]["name"] for d in release.all("Secret")}
+    expected = release.values.get("auth", {}).get("existingSecret")
+    assert broker_volume["secret"]["secretName"] in (names | {expected})
+    print(f"{release.name}: brokers read {root}/{{edge,publisher,admin}}, "
+          f"edges only {edge_mount['mountPath']}/edge, from "
+          f"{broker_volume['secret']['secretName']}")

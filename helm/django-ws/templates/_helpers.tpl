@@ -98,6 +98,11 @@ before it), so rendered manifests stay right when applied to another namespace.
 {{- default (include "django-ws.tls.secret" .) .Values.tls.clientSecret }}
 {{- end }}
 
+{{/* The Secret holding the role secrets (keys edge, publisher, admin). */}}
+{{- define "django-ws.auth.secret" -}}
+{{- default (printf "%s-auth" (include "django-ws.broker.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
 {{/*
 Environment that points a django-ws client (edge or publishing app pod) at the
 brokers; django_ws_client reads it when the project's settings name no broker.

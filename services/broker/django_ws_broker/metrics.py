@@ -21,12 +21,21 @@ PUBLISH_SECONDS = Histogram(
 )
 
 ACCESS_REFUSED = Counter(
-    "django_ws_broker_access_refused_total",
+    "django_ws_broker_access_refused",
     "Calls refused before reaching the servicer, by reason: unauthenticated (no or an "
     "unknown role secret), wrong_role, unknown_method, no_edge_key, edge_key_mismatch "
     "(an Attach naming an edge id its key does not derive).",
     ["reason"],
 )
+ACCESS_REFUSAL_REASONS = (
+    "unauthenticated",
+    "wrong_role",
+    "unknown_method",
+    "no_edge_key",
+    "edge_key_mismatch",
+)
+for _reason in ACCESS_REFUSAL_REASONS:
+    ACCESS_REFUSED.labels(reason=_reason)  # exported at 0 from the start, for rate()
 
 
 class ShardCollector(Collector):
