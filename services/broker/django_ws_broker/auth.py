@@ -5,8 +5,8 @@ One interceptor in front of the servicer, so the servicer's methods stay about s
 * With role secrets configured (``--edge-secrets``, ``--publisher-secrets``,
   ``--admin-secrets``), every call to ``django_ws.v1.Broker`` must carry
   ``authorization: Bearer <secret>`` of a role allowed that method: ``Attach`` is for
-  edges, ``Publish`` for publishers (plain Django processes), ``Stats`` and ``Reshard``
-  for the admin. A missing or unknown secret is UNAUTHENTICATED; a known secret of
+  edges, ``Publish`` for publishers (plain Django processes) and edges, ``Stats`` and
+  ``Reshard`` for the admin. A missing or unknown secret is UNAUTHENTICATED; a known secret of
   another role is PERMISSION_DENIED. With none configured (the embedded broker on its
   private unix socket, or a network already fenced by mTLS), roles are not checked.
 * Always, an ``Attach`` must carry its edge key, and its hello must name the edge id
@@ -46,14 +46,18 @@ logger = logging.getLogger("django_ws.broker.auth")
 
 SERVICE_PREFIX = "/django_ws.v1.Broker/"
 
-METHOD_ROLES: Mapping[str, Role] = {
-    "Attach": Role.EDGE,
-    "Publish": Role.PUBLISHER,
-    "Stats": Role.ADMIN,
-    "Reshard": Role.ADMIN,
+METHOD_ROLES: Mapping[str, tuple[Role, ...]] = {
+    "Attach": (Role.EDGE,),
+    # An edge may publish on its stream anyway; allowing the unary call too grants it
+    # nothing new, and code in an edge pod outside a worker's context (a thread, a
+    # management command) publishes through the unary API with the pod's edge secret.
+    "Publish": (Role.PUBLISHER, Role.EDGE),
+    "Stats": (Role.ADMIN,),
+    "Reshard": (Role.ADMIN,),
 }
-"""The one role allowed each method of the broker service; a method not listed here
-(added to the proto later) is refused to everyone until it is given a role."""
+"""The roles allowed each method of the broker service, the first named in refusals; a
+method not listed here (added to the proto later) is refused to everyone until it is
+given a role."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> tuple[grpc.StatusCode, str, str] | None:
         """What to refuse the call with, or None to let it through."""
         if self.secrets is not None:
-            needed = METHOD_ROLES.get(name)
-            if needed is None:
+            allowed = METHOD_ROLES.get(name)
+            if allowed is None:
                 return (
                     grpc.StatusCode.PERMISSION_DENIED,
                     "unknown_method",
@@ -157,15 +161,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return (
                     grpc.StatusCode.UNAUTHENTICATED,
                     "unauthenticated",
-                    f"{name} needs the {needed.value} role's secret in the "
+                    f"{name} needs the {allowed[0].value} role's secret in the "
                     "'authorization: Bearer ...' metadata; none or an unknown one was sent",
                 )
-            if role is not needed:
+            if role not in allowed:
                 return (
                     grpc.StatusCode.PERMISSION_DENIED,
                     "wrong_role",
                     f"the {role.value} role may not call {name}; it needs the "
-                    f"{needed.value} role's secret",
+                    f"{allowed[0].value} role's secret",
                 )
         if name == "Attach" and not metadata.get(EDGE_KEY):
             return (
