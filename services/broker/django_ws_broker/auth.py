@@ -23,6 +23,7 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,35 @@ class RoleSecrets:
         return found
 
 
+LOG_INTERVAL_SECONDS = 10.0
+"""Refusals are logged at most once per this many seconds (each one is counted in
+``django_ws_broker_access_refused_total``): a caller hammering the port with bad
+secrets must not fill the broker's log."""
+
+
+class _RefusalLog:
+    """Logs the first refusal, then at most one per interval, saying how many were not
+    logged in between."""
+
+    def __init__(self, interval: float = LOG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._unlogged = 0
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._unlogged += 1
+            return
+        if self._unlogged:
+            message += f" ({self._unlogged} more refused since the last one logged)"
+        logger.warning("%s", message)
+        self._last, self._unlogged = now, 0
+
+
+_refusal_log = _RefusalLog()
+
+
 def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
     found: dict[str, str] = {}
     for key, value in details.invocation_metadata or ():
@@ -132,7 +162,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if refusal is not None:
             code, reason, message = refusal
             metrics.ACCESS_REFUSED.labels(reason=reason).inc()
-            logger.warning("refused a call to %s: %s", name, message)
+            _refusal_log.warn(f"refused a call to {name}: {message}")
             return _refusing(handler, code, message)
         if name == "Attach":
             key = metadata.get(EDGE_KEY, "")
@@ -234,7 +264,9 @@ def _bound_attach(behavior: Behavior, key: str) -> Behavior:
             edge_id = first.hello.edge_id
             if edge_id != expected and edge_id_error(edge_id) is None:
                 metrics.ACCESS_REFUSED.labels(reason="edge_key_mismatch").inc()
-                logger.warning("refused an Attach: its hello names an edge id its key does not")
+                _refusal_log.warn(
+                    "refused an Attach: its hello names an edge id its key does not derive"
+                )
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "the hello's edge id is not the one derived from this stream's edge key: "
