@@ -6,7 +6,6 @@ Each refusal is printed as the broker said it: the code and the details a caller
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -116,14 +115,22 @@ def hello(edge_id: str) -> broker_pb2.EdgeFrame:
 
 
 async def attach_error(
-    stub: broker_pb2_grpc.BrokerStub, edge_id: str, metadata: tuple[tuple[str, str], ...]
+    stub: broker_pb2_grpc.BrokerStub,
+    edge_id: str,
+    metadata: tuple[tuple[str, str], ...],
+    *,
+    write_hello: bool = True,
 ) -> grpc.aio.AioRpcError:
-    """The error an Attach as ``edge_id`` ends with (it must end with one)."""
+    """The error an Attach as ``edge_id`` ends with (it must end with one).
+
+    A call refused on its metadata is over at once: writing to it races the refusal,
+    and a write that loses turns the status the client sees into INTERNAL. Such calls
+    are only read (an accepted one would end after the broker's hello timeout).
+    """
     call = stub.Attach(metadata=metadata)
-    # A call refused on its metadata may be over before the hello is written.
-    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+    if write_hello:
         await call.write(hello(edge_id))
-    return await wire.rpc_error(call)
+    return await wire.rpc_error(call, timeout=30)
 
 
 async def test_admin_operations_and_attach_need_their_own_role(
@@ -164,7 +171,9 @@ async def test_admin_operations_and_attach_need_their_own_role(
 
         # A publisher cannot attach as an edge, even with a key and its own id.
         key = new_edge_key()
-        error = await attach_error(stub, edge_id_for(key), (*as_publisher, (EDGE_KEY, key)))
+        error = await attach_error(
+            stub, edge_id_for(key), (*as_publisher, (EDGE_KEY, key)), write_hello=False
+        )
         code, details = refusal(error, "Attach with the publisher secret")
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert "the publisher role may not call Attach" in details
@@ -277,11 +286,11 @@ async def test_a_stolen_edge_id_cannot_attach_and_the_live_edge_keeps_receiving(
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert "not the one derived from this stream's edge key" in details
         # ... and with no key at all.
-        error = await attach_error(stub, stolen, as_edge)
+        error = await attach_error(stub, stolen, as_edge, write_hello=False)
         code, details = refusal(error, "Attach with a stolen edge id and no key")
         assert code == grpc.StatusCode.UNAUTHENTICATED and EDGE_KEY in details
         # Without the role secret, nothing gets as far as the key.
-        error = await attach_error(stub, stolen, ((EDGE_KEY, attacker_key),))
+        error = await attach_error(stub, stolen, ((EDGE_KEY, attacker_key),), write_hello=False)
         assert refusal(error, "Attach with no role secret")[0] == grpc.StatusCode.UNAUTHENTICATED
     # The live edge kept its stream: the same one id attached, every message delivered,
     # also a direct send to the member's channel.
@@ -384,7 +393,7 @@ async def test_without_secrets_roles_are_off_but_edge_ids_stay_bound(stack: Stac
         assert reply.accepted == 1
         assert (await stub.Stats(broker_pb2.StatsRequest())).published == 1
         live = await wire.attach(stub, "ws.live", ["room"])
-        error = await attach_error(stub, wire.edge_id("ws.live"), ())
+        error = await attach_error(stub, wire.edge_id("ws.live"), (), write_hello=False)
         code, _ = refusal(error, "Attach with a stolen edge id, no secrets configured")
         assert code == grpc.StatusCode.UNAUTHENTICATED
         error = await attach_error(
