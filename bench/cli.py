@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shlex
@@ -28,6 +29,7 @@ from bench.systems import (
     BENCH_DIR,
     SystemSpec,
     ensure_redis_server,
+    snapshot_baseline,
     snapshot_server_code,
     start_system,
     stop_system,
@@ -61,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--systems",
         default=",".join(SYSTEM_ORDER),
         help=f"comma-separated, from {', '.join(SYSTEM_ORDER)} (default: all)",
+    )
+    run.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also run django-ws (each selected django-ws system) as it was at COMMIT, "
+        "side by side in the same run: a change measured against its predecessor",
     )
     run.add_argument(
         "--scenarios",
@@ -261,6 +269,18 @@ async def run_all(
     scenarios = _scenarios(args)
     options = _options(args)
     code_digest = snapshot_server_code(workdir)
+    if args.baseline:
+        commit = snapshot_baseline(workdir, args.baseline)
+        with_baseline = []
+        for key in systems:
+            with_baseline.append(key)
+            if specs[key].kind == "django-ws":
+                specs[f"{key}@base"] = dataclasses.replace(
+                    specs[key], key=f"{key}@base", code=commit
+                )
+                with_baseline.append(f"{key}@base")
+        systems = with_baseline
+        log(f"baseline: django-ws at {commit} runs beside the current code")
     data: dict[str, Any] = {
         "server_code_sha256": code_digest,
         "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -52,11 +52,12 @@ class SystemSpec:
     kind: str  # "django-ws", "channels" or "bare"
     workers: int
     layer: str = ""  # "core" or "pubsub" for Channels
+    code: str = ""  # django-ws: "" for the run's own code, or the baseline commit
 
     @property
     def label(self) -> str:
         if self.kind == "django-ws":
-            return f"django-ws -w {self.workers}"
+            return f"django-ws -w {self.workers}" + (f" @{self.code}" if self.code else "")
         if self.kind == "channels":
             name = {"core": "RedisChannelLayer", "pubsub": "RedisPubSubChannelLayer"}[self.layer]
             return f"Channels {name} x{self.workers}"
@@ -81,7 +82,8 @@ SERVER_PACKAGES = {
     "django_ws_broker": ROOT / "services" / "broker" / "django_ws_broker",
 }
 
-_snapshot: Path | None = None
+# Code label ("" for the run's own code, else a baseline commit) -> its copy.
+_snapshots: dict[str, Path] = {}
 
 
 def snapshot_server_code(workdir: Path) -> str:
@@ -91,29 +93,62 @@ def snapshot_server_code(workdir: Path) -> str:
     of the run then runs the same code, the code of the run's start. Returns a digest
     of that code, recorded with the results.
     """
-    global _snapshot
     target = workdir / "server-code"
-    digest = hashlib.sha256()
     for name, source in SERVER_PACKAGES.items():
         shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+    _snapshots[""] = target
+    return _digest(target)
+
+
+def _digest(target: Path) -> str:
+    digest = hashlib.sha256()
+    for name in SERVER_PACKAGES:
         for path in sorted((target / name).rglob("*")):
             if path.is_file():
                 digest.update(str(path.relative_to(target)).encode())
                 digest.update(path.read_bytes())
-    _snapshot = target
     return digest.hexdigest()[:16]
 
 
-def python_env(**extra: str) -> dict[str, str]:
+def snapshot_baseline(workdir: Path, ref: str) -> str:
+    """Extract django-ws' packages as they were at commit ``ref`` (``git archive``) for the
+    baseline systems, so a change is measured against its predecessor in one run.
+    Returns the commit's short hash, the baseline systems' label."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    extracted = workdir / f"baseline-{commit}-tree"
+    extracted.mkdir()
+    sources = [str(source.relative_to(ROOT)) for source in SERVER_PACKAGES.values()]
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, *sources],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(extracted)], input=archive, check=True)
+    target = workdir / f"baseline-{commit}"
+    for name, source in SERVER_PACKAGES.items():
+        shutil.move(extracted / source.relative_to(ROOT), target / name)
+    _snapshots[commit] = target
+    return commit
+
+
+def python_env(code: str = "", **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["PYTHONUNBUFFERED"] = "1"
     # The server processes must not write .pyc files or profiles into the checkout.
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    if _snapshot is not None:
+    snapshot = _snapshots.get(code)
+    if snapshot is not None:
         # Ahead of the editable install's finder: the servers import the snapshot.
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_snapshot), env.get("PYTHONPATH", "")) if p
+            p for p in (str(snapshot), env.get("PYTHONPATH", "")) if p
         )
     env.update(extra)
     return env
@@ -239,6 +274,7 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
                 log_path=workdir / f"{tag}.log",
                 cwd=APPS / "djws_project",
                 env=python_env(
+                    spec.code,
                     DJANGO_SETTINGS_MODULE="djws_bench.settings",
                     BENCH_BROKER=f"unix:{workdir / f'broker-{port}.sock'}",
                     DJANGO_WS_LOG_LEVEL="WARNING",
