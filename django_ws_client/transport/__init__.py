@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from django_ws_client import conf
@@ -29,7 +30,9 @@ __all__ = [
     "InMemoryChannelLayer",
     "TransportConfig",
     "get_channel_layer",
+    "in_test_environment",
     "layer_config",
+    "served_layer",
     "use_layer",
 ]
 
@@ -82,6 +85,15 @@ def layer_config(alias: str = "default") -> TransportConfig:
     return parse_config(backend_settings(alias).get("CONFIG"), alias)
 
 
+def in_test_environment() -> bool:
+    """Whether Django's test environment is set up in this process (``manage.py test``,
+    pytest-django, or ``django.test.utils.setup_test_environment()``): it gives
+    ``django.core.mail`` its ``outbox`` until it is torn down."""
+    from django.core import mail
+
+    return hasattr(mail, "outbox")
+
+
 def build_layer(alias: str = "default") -> ChannelLayer:
     entry = backend_settings(alias)
     path = entry["BACKEND"]
@@ -96,6 +108,15 @@ def build_layer(alias: str = "default") -> ChannelLayer:
             f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] = {entry['BACKEND']!r} "
             f"does not import: {exc}"
         ) from exc
+    if (
+        isinstance(backend, type)
+        and issubclass(backend, InMemoryChannelLayer)
+        and not in_test_environment()
+    ):
+        # An in-memory layer outside tests would take a view's group_send and deliver it
+        # to nobody: the consumers live in the websocket server's processes. What it
+        # means there (one machine, no extra service) is the embedded broker.
+        backend = GRPCTransportLayer
     layer = backend(layer_config(alias))
     if not isinstance(layer, ChannelLayer):
         raise InvalidChannelLayerError(f"{path} is not a django_ws_client ChannelLayer")
@@ -111,6 +132,17 @@ def get_channel_layer(alias: str = "default") -> ChannelLayer:
     return _cache.get(alias)
 
 
+def served_layer(alias: str) -> ChannelLayer | None:
+    """The layer installed for ``alias`` by the server or communicator running this code
+    (:func:`use_layer`), or None when none is."""
+    return (_server_layers.get() or {}).get(alias)
+
+
+def serving_any_layer() -> bool:
+    """Whether this code runs inside a server or communicator that installed layers."""
+    return bool(_server_layers.get())
+
+
 @contextmanager
 def use_layer(layer: ChannelLayer, alias: str = "default") -> Iterator[None]:
     """Make ``get_channel_layer(alias)`` return ``layer`` in this context and in the
@@ -124,6 +156,15 @@ def use_layer(layer: ChannelLayer, alias: str = "default") -> Iterator[None]:
         _server_layers.reset(token)
 
 
-def reset_layers() -> None:
+def reset_layers(**_: Any) -> None:
     """Forget layers built from settings (after changing settings in tests)."""
     _cache.clear()
+
+
+def _settings_changed(setting: str, **_: Any) -> None:
+    # As Channels does for CHANNEL_LAYERS: override_settings gives a test fresh layers.
+    if setting in ("WEBSOCKET_TRANSPORT_BACKENDS", "CHANNEL_LAYERS"):
+        reset_layers()
+
+
+setting_changed.connect(_settings_changed)
