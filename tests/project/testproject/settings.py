@@ -83,3 +83,8 @@ for _key in (
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
 WEBSOCKET_TRACING_RECORD_SENSITIVE = bool(os.environ.get("TEST_TRACING_RECORD_SENSITIVE"))
+
+# A project carried over from Channels keeps its CHANNEL_LAYERS and nothing of ours.
+if os.environ.get("TEST_CHANNEL_LAYERS") == "inmemory":
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    del WEBSOCKET_TRANSPORT_BACKENDS
