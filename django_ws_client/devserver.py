@@ -111,16 +111,32 @@ class UpgradeRoutingRequestHandler(WSGIRequestHandler):
             self.connection.setblocking(True)
 
 
+class QuietUpgradeRoutingRequestHandler(UpgradeRoutingRequestHandler):
+    """For the live-server test case: no line per request, as Django's live server."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class DevServer(WSGIServer):
     """Django's development server with :class:`UpgradeRoutingRequestHandler`."""
 
     edge_socket = ""
+    handler_class: type[UpgradeRoutingRequestHandler] = UpgradeRoutingRequestHandler
 
-    def __init__(self, address: Any, handler_class: Any, **kwargs: Any) -> None:
-        super().__init__(address, UpgradeRoutingRequestHandler, **kwargs)
+    def __init__(self, address: Any, handler_class: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(address, self.handler_class, *args, **kwargs)
 
 
-def dev_server_class(edge_socket: str) -> type[DevServer]:
-    """A server class (for runserver's ``server_cls``) that routes upgrades to the
-    edge listening on the unix socket ``edge_socket``."""
-    return type("DjangoWsDevServer", (DevServer,), {"edge_socket": edge_socket})
+def dev_server_class(
+    edge_socket: str,
+    base: type[WSGIServer] = WSGIServer,
+    handler_class: type[UpgradeRoutingRequestHandler] = UpgradeRoutingRequestHandler,
+) -> type[DevServer]:
+    """A server class (runserver's ``server_cls``, or a live server thread's
+    ``server_class`` with ``base=ThreadedWSGIServer``) that routes upgrades to the edge
+    listening on the unix socket ``edge_socket``."""
+    bases = (DevServer,) if base is WSGIServer else (DevServer, base)
+    return type(
+        "DjangoWsDevServer", bases, {"edge_socket": edge_socket, "handler_class": handler_class}
+    )

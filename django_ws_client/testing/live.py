@@ -1,12 +1,16 @@
-"""A real ``websockets_server`` for tests: worker processes, embedded broker, sockets.
+"""Live servers for tests: real processes, real sockets.
 
-:class:`LiveServer` starts one on free ports as a context manager; the pytest fixture
-``live_websockets_server`` (:mod:`django_ws_client.pytest_plugin`) wraps it.
+:class:`LiveServer` starts a ``websockets_server`` (workers and an embedded broker) on
+free ports as a context manager; the pytest fixture ``live_websockets_server`` wraps it.
+:class:`ChannelsLiveServerTestCase` serves a project's pages and websockets on one
+address for browser tests, as Channels' test case of that name does.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +20,18 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from django.contrib.staticfiles.handlers import StaticFilesHandler
+from django.contrib.staticfiles.testing import StaticLiveServerTestCase
+from django.core.exceptions import ImproperlyConfigured
+from django.core.servers.basehttp import ThreadedWSGIServer
+from django.db import connections
+from django.test.testcases import LiveServerThread, _StaticFilesHandler
+from django.utils.functional import classproperty
+
+from django_ws_client.apps import TEST_SERVER_ENV
+from django_ws_client.devserver import QuietUpgradeRoutingRequestHandler, dev_server_class
+from django_ws_client.transport import publish_to_live_server
 
 
 def _free_port() -> int:
@@ -39,8 +55,10 @@ class LiveServer:
         manage_py: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         ready_timeout: float = 30.0,
+        bind: str | None = None,
     ) -> None:
         self.workers = workers
+        self.bind = bind
         self.manage_py = Path(manage_py) if manage_py else Path(sys.argv[0]).with_name("manage.py")
         self.env = env or {}
         self.ready_timeout = ready_timeout
@@ -56,19 +74,27 @@ class LiveServer:
         self.port, self.health_port = _free_port(), _free_port()
         # A private embedded broker, so a development server of the same project on
         # this machine is never shared (applies when CONFIG names no broker itself).
-        socket_path = Path(tempfile.gettempdir()) / f"django-ws-test-{self.port}.sock"
-        env = {**os.environ, "DJANGO_WS_BROKERS": f"unix:{socket_path}", **self.env}
+        socket_path = Path(tempfile.gettempdir()) / f"django-ws-test-{self.health_port}.sock"
+        self.broker_address = f"unix:{socket_path}"
+        env = {**os.environ, "DJANGO_WS_BROKERS": self.broker_address, **self.env}
         manage = self.manage_py if self.manage_py.exists() else None
+        if manage is None:
+            # Under pytest there may be no manage.py: the same settings and import path.
+            from django.conf import settings
+
+            env.setdefault("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE)
+            env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         args = ([sys.executable, str(manage)] if manage else [sys.executable, "-m", "django"]) + [
             "websockets_server",
             "-b",
-            f"127.0.0.1:{self.port}",
+            self.bind or f"127.0.0.1:{self.port}",
             "-w",
             str(self.workers),
             "--health",
             f"127.0.0.1:{self.health_port}",
             "--grace",
             "5",
+            "--exit-with-parent",
         ]
         self.process = subprocess.Popen(args, env=env, start_new_session=True)
         deadline = time.monotonic() + self.ready_timeout
@@ -104,3 +130,77 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ChannelsLiveServerTestCase(StaticLiveServerTestCase):
+    """Channels' ``ChannelsLiveServerTestCase``: pages and websockets at ``live_server_url``.
+
+    Pages are served by Django's live server thread in the test process (so they see the
+    test database, and static files are served as ``StaticLiveServerTestCase`` serves
+    them; ``serve_static = False`` serves only ``STATIC_ROOT``). Websocket upgrades on
+    the same address are spliced to a real ``websockets_server`` with a private embedded
+    broker, started for the class; its processes use the test databases, which must
+    therefore be files (as Channels requires: set ``DATABASES[...]["TEST"]["NAME"]``).
+    Views publishing with ``get_channel_layer()`` reach that server while it runs.
+    """
+
+    host = "localhost"
+    serve_static = True
+    websocket_workers = 1
+
+    @classproperty
+    def live_server_ws_url(cls) -> str:
+        return str(cls.live_server_url).replace("http://", "ws://", 1)
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        for connection in connections.all():
+            if connection.vendor == "sqlite" and connection.is_in_memory_db():
+                raise ImproperlyConfigured(
+                    "ChannelsLiveServerTestCase can not be used with in memory databases: "
+                    f"its websocket server is another process; set DATABASES[{connection.alias!r}]"
+                    "['TEST']['NAME'] to a file"
+                )
+        cls._edge_dir = tempfile.mkdtemp(prefix="django-ws-live-")
+        edge_socket = str(Path(cls._edge_dir) / "edge.sock")
+        test_server = {
+            "databases": {c.alias: str(c.settings_dict["NAME"]) for c in connections.all()},
+            "allowed_hosts": [cls.host],
+        }
+        cls._edge = LiveServer(
+            workers=cls.websocket_workers,
+            bind=f"unix:{edge_socket}",
+            env={TEST_SERVER_ENV: json.dumps(test_server)},
+        )
+        cls._edge.start()
+        os.environ["DJANGO_WS_BROKERS"] = cls._edge.broker_address
+        publish_to_live_server(True)
+        cls.static_handler = StaticFilesHandler if cls.serve_static else _StaticFilesHandler
+        cls.server_thread_class = type(
+            "DjangoWsLiveServerThread",
+            (LiveServerThread,),
+            {
+                "server_class": dev_server_class(
+                    edge_socket, ThreadedWSGIServer, QuietUpgradeRoutingRequestHandler
+                )
+            },
+        )
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls._stop_edge()
+            raise
+
+    @classmethod
+    def _stop_edge(cls) -> None:
+        publish_to_live_server(False)
+        os.environ.pop("DJANGO_WS_BROKERS", None)
+        cls._edge.stop()
+        shutil.rmtree(cls._edge_dir, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            super().tearDownClass()
+        finally:
+            cls._stop_edge()

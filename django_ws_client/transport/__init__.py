@@ -66,6 +66,22 @@ class _LayerCache:
 _cache = _LayerCache()
 
 
+class _LiveServerState:
+    """Whether a live-server test case runs: then even in tests, layers from settings
+    publish to its broker, so a view's group_send reaches its websocket server."""
+
+    running = False
+
+
+_live_server = _LiveServerState()
+
+
+def publish_to_live_server(running: bool) -> None:
+    """Used by ``ChannelsLiveServerTestCase`` around its server's life."""
+    _live_server.running = running
+    reset_layers()
+
+
 def backend_settings(alias: str) -> dict[str, Any]:
     backends = conf.transport_backends()
     if alias not in backends:
@@ -111,7 +127,7 @@ def build_layer(alias: str = "default") -> ChannelLayer:
     if (
         isinstance(backend, type)
         and issubclass(backend, InMemoryChannelLayer)
-        and not in_test_environment()
+        and (not in_test_environment() or _live_server.running)
     ):
         # An in-memory layer outside tests would take a view's group_send and deliver it
         # to nobody: the consumers live in the websocket server's processes. What it

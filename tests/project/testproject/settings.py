@@ -22,8 +22,12 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("TEST_DATABASE", ":memory:"),
+        # `manage.py test` (the live-server test case): a file test database.
+        "TEST": {"NAME": os.environ.get("TEST_TEST_DATABASE")},
     }
 }
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
