@@ -62,6 +62,8 @@ def layer_for(consumer: AsyncConsumer, port: ConnectionPort) -> ChannelLayer:
 
     alias = consumer.channel_layer_alias
     layer = served_layer(alias)
+    if layer is not None and getattr(layer, "inner", None) is port.layer:
+        return layer  # an alias sharing the server's brokers, with its own group names
     if layer is None or layer is port.layer:
         if layer is None and serving_any_layer():
             raise InvalidChannelLayerError(

@@ -11,7 +11,7 @@ import contextvars
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -19,12 +19,14 @@ from django.utils.module_loading import import_string
 
 from django_ws_client import conf
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.transport.aliased import AliasedLayer
 from django_ws_client.transport.base import ChannelLayer
 from django_ws_client.transport.config import TransportConfig, parse_config
 from django_ws_client.transport.grpc_layer import GRPCTransportLayer
 from django_ws_client.transport.inmemory import InMemoryChannelLayer
 
 __all__ = [
+    "AliasedLayer",
     "ChannelLayer",
     "GRPCTransportLayer",
     "InMemoryChannelLayer",
@@ -32,6 +34,7 @@ __all__ = [
     "get_channel_layer",
     "in_test_environment",
     "layer_config",
+    "serve_aliases",
     "served_layer",
     "use_layer",
 ]
@@ -136,6 +139,8 @@ def build_layer(alias: str = "default") -> ChannelLayer:
     layer = backend(layer_config(alias))
     if not isinstance(layer, ChannelLayer):
         raise InvalidChannelLayerError(f"{path} is not a django_ws_client ChannelLayer")
+    if alias != "default" and not isinstance(layer, InMemoryChannelLayer):
+        return AliasedLayer(layer, alias)
     return layer
 
 
@@ -157,6 +162,29 @@ def served_layer(alias: str) -> ChannelLayer | None:
 def serving_any_layer() -> bool:
     """Whether this code runs inside a server or communicator that installed layers."""
     return bool(_server_layers.get())
+
+
+@contextmanager
+def serve_aliases(layer: ChannelLayer, alias: str) -> Iterator[list[str]]:
+    """Serve ``alias`` with the server's ``layer``, and with it every other alias whose
+    CONFIG names the same brokers (each through its own group names, as
+    :mod:`~django_ws_client.transport.aliased` explains). Yields the aliases served;
+    a consumer naming another one is refused by name."""
+    aliases = [alias]
+    for other in conf.transport_backends():
+        if other == alias:
+            continue
+        try:
+            config = layer_config(other)
+        except InvalidChannelLayerError:
+            continue  # reported by the system checks
+        if (config.brokers, config.shards) == (layer.config.brokers, layer.config.shards):
+            aliases.append(other)
+    with ExitStack() as installed:
+        for name in aliases:
+            view = layer if name == "default" else AliasedLayer(layer, name)
+            installed.enter_context(use_layer(view, name))
+        yield aliases
 
 
 @contextmanager

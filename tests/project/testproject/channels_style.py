@@ -71,6 +71,10 @@ class OtherRoomConsumer(RoomConsumer):
     channel_layer_alias = "other"
 
 
+class ElsewhereRoomConsumer(RoomConsumer):
+    channel_layer_alias = "elsewhere"
+
+
 class KwargsConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         await self.accept()

@@ -63,6 +63,17 @@ if os.environ.get("TEST_PUBLISH_TIMEOUT"):
 WEBSOCKET_TRANSPORT_BACKENDS = {
     "default": {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": _config}
 }
+if os.environ.get("TEST_EXTRA_ALIASES"):
+    # "other" shares the brokers (served by the same server, with its own groups);
+    # "elsewhere" names brokers this server does not link to.
+    WEBSOCKET_TRANSPORT_BACKENDS["other"] = {
+        "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+        "CONFIG": _config,
+    }
+    WEBSOCKET_TRANSPORT_BACKENDS["elsewhere"] = {
+        "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+        "CONFIG": {"address": "unix:/nonexistent/elsewhere.sock"},
+    }
 WEBSOCKET_SERVER = {
     "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
     "GRACE_SECONDS": float(os.environ.get("TEST_GRACE_SECONDS", "5")),
