@@ -38,7 +38,7 @@ CHANNELS_REDIS = frozenset(
 )
 CHANNELS_CONFIG_KEYS = frozenset({"capacity", "expiry", "group_expiry"})
 """The CONFIG keys of a Channels layer that mean the same here; others are dropped
-(and reported by check ``django_ws.W002``)."""
+(and reported by check ``django_ws.W003``)."""
 
 
 def transport_backends() -> dict[str, dict[str, Any]]:
