@@ -168,7 +168,7 @@ def check_carried_over(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             backend = entry.get("BACKEND") if isinstance(entry, dict) else None
             if backend in conf.CHANNELS_REDIS:
                 config = entry.get("CONFIG") or {}
-                dropped = sorted(set(config) - conf.CHANNELS_CONFIG_KEYS)
+                dropped = sorted(set(config) - conf.carried_config_keys())
                 results.append(
                     Warning(
                         f"CHANNEL_LAYERS[{alias!r}] uses {backend}: django-ws has no Redis "

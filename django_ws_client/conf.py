@@ -36,9 +36,13 @@ CHANNELS_IN_MEMORY = "channels.layers.InMemoryChannelLayer"
 CHANNELS_REDIS = frozenset(
     {"channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"}
 )
-CHANNELS_CONFIG_KEYS = frozenset({"capacity", "expiry", "group_expiry"})
-"""The CONFIG keys of a Channels layer that mean the same here; others are dropped
-(and reported by check ``django_ws.W003``)."""
+def carried_config_keys() -> frozenset[str]:
+    """The CONFIG keys of a Channels layer kept here: those django-ws reads (Channels'
+    ``capacity``, ``expiry`` and ``group_expiry`` among them); others are dropped and
+    reported by check ``django_ws.W003``."""
+    from django_ws_client.transport.config import CONFIG_KEYS
+
+    return CONFIG_KEYS
 
 
 def transport_backends() -> dict[str, dict[str, Any]]:
@@ -63,7 +67,7 @@ def from_channel_layer(entry: Any) -> Any:
     backend = entry["BACKEND"]
     config = entry.get("CONFIG") or {}
     kept = (
-        {k: v for k, v in config.items() if k in CHANNELS_CONFIG_KEYS}
+        {k: v for k, v in config.items() if k in carried_config_keys()}
         if isinstance(config, dict)
         else config
     )

@@ -109,6 +109,7 @@ def test_group_send_outside_tests_with_no_server_is_an_error(tmp_path: Path) -> 
     env = {
         **os.environ,
         "TEST_CHANNEL_LAYERS": "inmemory",
+        "TEST_PUBLISH_TIMEOUT": "2",  # how long a publish retries before it fails
         "TMPDIR": str(tmp_path),  # the embedded broker's socket: nothing listens there
         "TEST_DATABASE": str(tmp_path / "db.sqlite3"),
     }

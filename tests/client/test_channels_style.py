@@ -199,3 +199,13 @@ class UserConsumerTests(TestCase):
         await communicator.disconnect()
         # The test's own connection, inside its transaction, still answers.
         self.assertEqual(await get_user_model().objects.filter(username="ada").acount(), 1)
+
+
+async def test_raw_asgi_messages():
+    communicator = WebsocketCommunicator(HeadersConsumer.as_asgi(), "/testws/")
+    await communicator.send_input({"type": "websocket.connect"})
+    accepted = await communicator.receive_output()
+    assert accepted["type"] == "websocket.accept" and accepted["subprotocol"] is None
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+    await communicator.wait()
+    assert communicator.future.done() and communicator.future.exception() is None

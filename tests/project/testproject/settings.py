@@ -102,4 +102,8 @@ WEBSOCKET_TRACING_RECORD_SENSITIVE = bool(os.environ.get("TEST_TRACING_RECORD_SE
 # A project carried over from Channels keeps its CHANNEL_LAYERS and nothing of ours.
 if os.environ.get("TEST_CHANNEL_LAYERS") == "inmemory":
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    if os.environ.get("TEST_PUBLISH_TIMEOUT"):
+        CHANNEL_LAYERS["default"]["CONFIG"] = {
+            "publish_timeout": float(os.environ["TEST_PUBLISH_TIMEOUT"])
+        }
     del WEBSOCKET_TRANSPORT_BACKENDS
