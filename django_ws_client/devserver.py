@@ -96,8 +96,16 @@ class UpgradeRoutingRequestHandler(WSGIRequestHandler):
         )
         with edge:
             edge.sendall(head + b"\r\n" + self._buffered())
+            answer = edge.recv(_CHUNK)  # the edge's handshake response comes first
+            if not answer:
+                self.send_error(502, "the websocket server closed the connection")
+                return
+            self.connection.sendall(answer)
+            status = answer.split(b"\r\n", 1)[0].split(b" ", 2)[1:2]
             # Django's format for a request line: '"GET /ws/chat/ HTTP/1.1" 101 -'.
-            self.log_message('"%s" %s %s', self.requestline, "101", "-")
+            self.log_message(
+                '"%s" %s %s', self.requestline, status[0].decode("latin-1") if status else "-", "-"
+            )
             splice(self.connection, edge)
 
     def _buffered(self) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from support.processes import TEST_PROJECT, Stack, none_running, process_tree, wait_until
 
@@ -62,7 +63,12 @@ async def test_pages_and_websockets_on_one_port_with_autoreload(stack: Stack, tm
         status = await asyncio.to_thread(post, f"{server.url}/publish/lobby/", "from-a-view")
         assert status == 200
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["text"] == "from-a-view"
+    # A handshake the edge refuses is answered, and logged, with the edge's status.
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"{server.ws_url}/ws/nowhere/")
+    assert refused.value.response.status_code == 404
     log = server.log()
+    assert '"GET /ws/nowhere/ HTTP/1.1" 404' in log
     assert '"GET /ws/group/lobby/ HTTP/1.1" 101' in log
     assert '"POST /publish/lobby/ HTTP/1.1" 200' in log
 
