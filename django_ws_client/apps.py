@@ -1,6 +1,14 @@
 """The Django app: registers the system checks and the ``websockets_server`` command."""
 
+import json
+import os
+
 from django.apps import AppConfig
+
+TEST_SERVER_ENV = "DJANGO_WS_TEST_SERVER"
+"""Set by ``ChannelsLiveServerTestCase`` for the server processes it starts: the test
+databases' names and the live server's host, which those fresh interpreters must use
+as the test process does (Channels' live server gets them by forking)."""
 
 
 class DjangoWsConfig(AppConfig):
@@ -10,3 +18,17 @@ class DjangoWsConfig(AppConfig):
 
     def ready(self) -> None:
         from django_ws_client import checks  # noqa: F401  (registers the checks)
+
+        test_server = os.environ.get(TEST_SERVER_ENV)
+        if test_server:
+            use_test_server_settings(json.loads(test_server))
+
+
+def use_test_server_settings(values: dict) -> None:  # type: ignore[type-arg]
+    """Point this process at the test databases and allow the live server's host."""
+    from django.conf import settings
+
+    for alias, name in values.get("databases", {}).items():
+        settings.DATABASES[alias]["NAME"] = name
+    hosts = list(settings.ALLOWED_HOSTS)
+    settings.ALLOWED_HOSTS = hosts + [h for h in values.get("allowed_hosts", []) if h not in hosts]

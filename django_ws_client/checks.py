@@ -10,7 +10,15 @@
 | django_ws.E006 | PROMETHEUS_MULTIPROC_DIR is set but is not a writable directory |
 | django_ws.W001 | origin checking is not in WEBSOCKET_MIDDLEWARE |
 | django_ws.W002 | the metrics directory is unwritable or nearly full: metrics degrade |
+| django_ws.W003 | CHANNEL_LAYERS uses channels_redis: the embedded broker serves it, one machine |
+| django_ws.W004 | CHANNEL_LAYERS and WEBSOCKET_TRANSPORT_BACKENDS both set: the first is ignored |
+| django_ws.W005 | ASGI_APPLICATION is set: django-ws does not read it |
+| django_ws.W006 | another app's runserver (daphne, staticfiles) is listed ahead of ours |
 | django_ws.W010 | brokers are reached over TCP with neither a role secret nor mutual TLS |
+
+Settings carried over from Channels are honoured where they mean something here
+(``CHANNEL_LAYERS``' in-memory layer: in-process in tests, the embedded broker elsewhere;
+a routing module's ``websocket_urlpatterns``) and reported here where they do not.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from django.utils.module_loading import import_string
 
 from django_ws_client import conf
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.transport.base import ChannelLayer
 
 TAG = "django_ws"
 
@@ -86,9 +95,21 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error | Warn
         except ImportError as exc:
             errors.append(
                 Error(
-                    f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] = {path!r} does not "
+                    f"{_backends_setting()}[{alias!r}]['BACKEND'] = {path!r} does not "
                     f"import: {exc}",
                     hint="use 'django_ws_client.transport.GRPCTransportLayer'",
+                    id="django_ws.E001",
+                )
+            )
+            continue
+        backend = import_string(path.replace("django_websockets.", "django_ws_client."))
+        if not (isinstance(backend, type) and issubclass(backend, ChannelLayer)):
+            errors.append(
+                Error(
+                    f"{_backends_setting()}[{alias!r}]['BACKEND'] = {path!r} is not a django-ws "
+                    "channel layer: the websocket server cannot carry its events",
+                    hint="use 'django_ws_client.transport.GRPCTransportLayer' (brokers) or "
+                    "'django_ws_client.transport.InMemoryChannelLayer' (tests)",
                     id="django_ws.E001",
                 )
             )
@@ -116,6 +137,94 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error | Warn
     return errors
 
 
+def _runserver_provider(app_configs: Any) -> str | None:
+    """The app whose ``runserver`` Django runs: the first listed that has one."""
+    import os
+
+    from django.core.management import find_commands
+
+    for app_config in app_configs:
+        if "runserver" in find_commands(os.path.join(app_config.path, "management")):
+            return str(app_config.name)
+    return None
+
+
+def _backends_setting() -> str:
+    """The setting the transport backends were read from, for messages."""
+    from django.conf import settings
+
+    if getattr(settings, "WEBSOCKET_TRANSPORT_BACKENDS", None) is None and getattr(
+        settings, "CHANNEL_LAYERS", None
+    ):
+        return "CHANNEL_LAYERS"
+    return "WEBSOCKET_TRANSPORT_BACKENDS"
+
+
+@register(TAG)
+def check_carried_over(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Channels settings a moved project still has, where they do not mean here what
+    they meant there."""
+    from django.apps import apps
+    from django.conf import settings
+
+    results: list[Warning] = []
+    layers = getattr(settings, "CHANNEL_LAYERS", None)
+    explicit = getattr(settings, "WEBSOCKET_TRANSPORT_BACKENDS", None)
+    if layers and explicit is not None:
+        results.append(
+            Warning(
+                "CHANNEL_LAYERS and WEBSOCKET_TRANSPORT_BACKENDS are both set: django-ws "
+                "uses WEBSOCKET_TRANSPORT_BACKENDS and ignores CHANNEL_LAYERS",
+                hint="delete CHANNEL_LAYERS once WEBSOCKET_TRANSPORT_BACKENDS says what it "
+                "should",
+                id="django_ws.W004",
+            )
+        )
+    elif isinstance(layers, dict):
+        for alias, entry in layers.items():
+            backend = entry.get("BACKEND") if isinstance(entry, dict) else None
+            if backend in conf.CHANNELS_REDIS:
+                config = entry.get("CONFIG") or {}
+                dropped = sorted(set(config) - conf.carried_config_keys())
+                results.append(
+                    Warning(
+                        f"CHANNEL_LAYERS[{alias!r}] uses {backend}: django-ws has no Redis "
+                        "transport and serves this alias with its embedded broker, which "
+                        "reaches one machine only"
+                        + (f"; its CONFIG keys {dropped} are not used" if dropped else ""),
+                        hint=f"for several machines, set WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]"
+                        " = {'BACKEND': 'django_ws_client.transport.GRPCTransportLayer', "
+                        "'CONFIG': {'brokers': [...]}} and delete CHANNEL_LAYERS",
+                        id="django_ws.W003",
+                    )
+                )
+    if getattr(settings, "ASGI_APPLICATION", None):
+        results.append(
+            Warning(
+                f"ASGI_APPLICATION = {settings.ASGI_APPLICATION!r} is not read by django-ws: "
+                "websocket routes come from WEBSOCKET_ROUTE_MODULE, and pages from Django's "
+                "own server (runserver, or your WSGI/ASGI server)",
+                hint="set WEBSOCKET_ROUTE_MODULE to your routing module (its "
+                "'websocket_urlpatterns' work as they are) and delete ASGI_APPLICATION, or "
+                "silence this check if an ASGI server still serves your pages from it",
+                id="django_ws.W005",
+            )
+        )
+    provider = _runserver_provider(apps.get_app_configs())
+    if provider is not None and provider != "django_ws_client":
+        results.append(
+            Warning(
+                f"runserver comes from {provider!r}, listed ahead of 'django_ws_client' in "
+                "INSTALLED_APPS: it serves pages only, so websockets on the same address "
+                "answer 404",
+                hint=f"list 'django_ws_client' above {provider!r} in INSTALLED_APPS (and "
+                "remove 'daphne' and 'channels')",
+                id="django_ws.W006",
+            )
+        )
+    return results
+
+
 @register(TAG)
 def check_routes(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     from django_ws_client.routing import load_urlpatterns
@@ -125,8 +234,8 @@ def check_routes(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         return [
             Error(
                 "WEBSOCKET_ROUTE_MODULE is not set",
-                hint="name the module whose 'urlpatterns' route websocket paths, "
-                "e.g. 'my_project.routing'",
+                hint="name the module whose 'urlpatterns' (or Channels' "
+                "'websocket_urlpatterns') route websocket paths, e.g. 'my_project.routing'",
                 id="django_ws.E003",
             )
         ]

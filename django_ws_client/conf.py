@@ -32,8 +32,50 @@ def route_module() -> str | None:
     return getattr(settings, "WEBSOCKET_ROUTE_MODULE", None)
 
 
+CHANNELS_IN_MEMORY = "channels.layers.InMemoryChannelLayer"
+CHANNELS_REDIS = frozenset(
+    {"channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"}
+)
+def carried_config_keys() -> frozenset[str]:
+    """The CONFIG keys of a Channels layer kept here: those django-ws reads (Channels'
+    ``capacity``, ``expiry`` and ``group_expiry`` among them); others are dropped and
+    reported by check ``django_ws.W003``."""
+    from django_ws_client.transport.config import CONFIG_KEYS
+
+    return CONFIG_KEYS
+
+
 def transport_backends() -> dict[str, dict[str, Any]]:
-    return getattr(settings, "WEBSOCKET_TRANSPORT_BACKENDS", DEFAULT_TRANSPORT_BACKENDS)
+    """``WEBSOCKET_TRANSPORT_BACKENDS``; when unset, a carried-over ``CHANNEL_LAYERS``
+    read as its django-ws equivalent; when neither is set, the embedded broker."""
+    explicit = getattr(settings, "WEBSOCKET_TRANSPORT_BACKENDS", None)
+    if explicit is not None:
+        return explicit  # type: ignore[no-any-return]
+    carried = getattr(settings, "CHANNEL_LAYERS", None)
+    if isinstance(carried, dict) and carried:
+        return {alias: from_channel_layer(entry) for alias, entry in carried.items()}
+    return DEFAULT_TRANSPORT_BACKENDS
+
+
+def from_channel_layer(entry: Any) -> Any:
+    """One ``CHANNEL_LAYERS`` entry as a transport backend entry: Channels' in-memory
+    layer becomes ours (in-process in tests, the embedded broker elsewhere), a
+    channels_redis layer becomes the gRPC layer (the embedded broker unless brokers are
+    configured). Anything else is kept as written, for the checks to name."""
+    if not isinstance(entry, dict) or "BACKEND" not in entry:
+        return entry
+    backend = entry["BACKEND"]
+    config = entry.get("CONFIG") or {}
+    kept = (
+        {k: v for k, v in config.items() if k in carried_config_keys()}
+        if isinstance(config, dict)
+        else config
+    )
+    if backend == CHANNELS_IN_MEMORY:
+        return {"BACKEND": "django_ws_client.transport.InMemoryChannelLayer", "CONFIG": kept}
+    if backend in CHANNELS_REDIS:
+        return {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": kept}
+    return entry
 
 
 def allowed_origins() -> list[str] | None:

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from asgiref.sync import async_to_sync
 
 from django_ws_client.db import database_sync_to_async
-from django_ws_client.exceptions import AcceptConnection, DenyConnection, StopConsumer
+from django_ws_client.exceptions import (
+    AcceptConnection,
+    DenyConnection,
+    InvalidChannelLayerError,
+    StopConsumer,
+)
 from django_ws_client.groups import GroupMessage
 from django_ws_client.positions import GAP_EVENT_TYPE, format_position
 from django_ws_proto.names import handler_name
@@ -40,15 +45,42 @@ class ConsumerHandler:
         self.initkwargs = initkwargs
 
     def __call__(self, scope: Scope, port: ConnectionPort) -> Awaitable[None]:
-        consumer = self.consumer_class(**self.initkwargs)
-        consumer.scope = scope
-        consumer.channel_layer = port.layer
-        consumer.channel_name = port.channel_name
-        consumer.base_port = port
-        return port.run(consumer)
+        return self.consumer_class(**self.initkwargs)(scope, port)
 
     def __repr__(self) -> str:
         return f"<ConsumerHandler {self.consumer_class.__qualname__}>"
+
+
+def layer_for(consumer: AsyncConsumer, port: ConnectionPort) -> ChannelLayer:
+    """The layer a consumer talks to: the one of its ``channel_layer_alias``.
+
+    The connection's own layer serves the alias the server (or the communicator) was
+    given; a consumer naming an alias nobody here serves is refused by name rather
+    than given a layer whose events would never reach it.
+    """
+    from django_ws_client.transport import served_layer, serving_any_layer
+
+    alias = consumer.channel_layer_alias
+    layer = served_layer(alias)
+    if layer is not None and getattr(layer, "inner", None) is port.layer:
+        return layer  # an alias sharing the server's brokers, with its own group names
+    if layer is None or layer is port.layer:
+        if layer is None and serving_any_layer():
+            raise InvalidChannelLayerError(
+                f"{type(consumer).__qualname__} uses channel_layer_alias {alias!r}, which this "
+                f"server does not serve: run a websockets_server with --alias {alias} for its "
+                "routes"
+            )
+        return port.layer
+    bind = getattr(port, "bind_layer", None)
+    if bind is None:
+        raise InvalidChannelLayerError(
+            f"{type(consumer).__qualname__} uses channel_layer_alias {alias!r}, but this "
+            f"connection is served by another alias's layer: run a websockets_server with "
+            f"--alias {alias} for its routes"
+        )
+    bound: ChannelLayer = bind(layer)
+    return bound
 
 
 class AsyncConsumer:
@@ -63,6 +95,16 @@ class AsyncConsumer:
     def __init__(self, **kwargs: Any) -> None:
         for key, value in kwargs.items():
             setattr(self, key, value)
+
+    def __call__(self, scope: Scope, port: ConnectionPort) -> Awaitable[None]:
+        """Run this consumer on one connection. A consumer *instance* is an application,
+        as in Channels (``WebsocketCommunicator(MyConsumer(), "/")``,
+        ``path("ws/", MyConsumer())``); ``as_handler()`` makes a fresh one per connection."""
+        self.scope = scope
+        self.channel_layer = layer_for(self, port)
+        self.channel_name = port.channel_name
+        self.base_port = port
+        return port.run(self)
 
     @classmethod
     def as_handler(cls, **initkwargs: Any) -> ConsumerHandler:

@@ -11,13 +11,18 @@ ports for the test session's module, stopped afterwards::
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from django_ws_client.testing import LiveServer
+if TYPE_CHECKING:
+    from django_ws_client.testing import LiveServer
 
 
 @pytest.fixture(scope="module")
 def live_websockets_server() -> Iterator[LiveServer]:
+    # Imported here: this plugin loads in every pytest run, before Django is set up.
+    from django_ws_client.testing import LiveServer
+
     with LiveServer(workers=1) as server:
         yield server

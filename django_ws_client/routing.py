@@ -22,10 +22,16 @@ class RouteMatch:
 
 
 def load_urlpatterns(module_path: str) -> list[URLPattern | URLResolver]:
+    """The module's ``urlpatterns``, or Channels' ``websocket_urlpatterns`` (so a
+    Channels ``routing.py`` is used as it is)."""
     module = import_module(module_path)
     patterns = getattr(module, "urlpatterns", None)
     if patterns is None:
-        raise ImportError(f"route module {module_path!r} has no 'urlpatterns'")
+        patterns = getattr(module, "websocket_urlpatterns", None)
+    if patterns is None:
+        raise ImportError(
+            f"route module {module_path!r} has no 'urlpatterns' (or 'websocket_urlpatterns')"
+        )
     return list(patterns)
 
 
@@ -41,3 +47,23 @@ def resolve(patterns: list[URLPattern | URLResolver], path: str) -> RouteMatch |
             if match:
                 return RouteMatch(match.func, tuple(match.args), dict(match.kwargs))
     return None
+
+
+class URLRouter:
+    """Channels' ``URLRouter``: an application that picks a consumer by path.
+
+    The server routes with ``WEBSOCKET_ROUTE_MODULE``; this is for code that builds its
+    application by hand, as Channels' tests do
+    (``WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/x/")``). As in
+    Channels, a path no route matches raises ``ValueError``.
+    """
+
+    def __init__(self, routes: list[URLPattern | URLResolver]) -> None:
+        self.routes = list(routes)
+
+    def __call__(self, scope: dict[str, Any], port: Any) -> Any:
+        match = resolve(self.routes, scope["path"])
+        if match is None:
+            raise ValueError(f"No route found for path {scope['path']!r}.")
+        scope["url_route"] = {"args": match.args, "kwargs": match.kwargs}
+        return match.handler(scope, port)

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v redis-server >/dev/null || need+=(redis-server)
-# Headless Chromium drives the example chat's page in the browser tests.
+# Headless Chromium drives the example chat's page, the Channels tutorial's Selenium
+# tests and the two-browser chat.
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 if ((${#need[@]})); then

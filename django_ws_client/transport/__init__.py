@@ -11,25 +11,31 @@ import contextvars
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from django_ws_client import conf
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.transport.aliased import AliasedLayer
 from django_ws_client.transport.base import ChannelLayer
 from django_ws_client.transport.config import TransportConfig, parse_config
 from django_ws_client.transport.grpc_layer import GRPCTransportLayer
 from django_ws_client.transport.inmemory import InMemoryChannelLayer
 
 __all__ = [
+    "AliasedLayer",
     "ChannelLayer",
     "GRPCTransportLayer",
     "InMemoryChannelLayer",
     "TransportConfig",
     "get_channel_layer",
+    "in_test_environment",
     "layer_config",
+    "serve_aliases",
+    "served_layer",
     "use_layer",
 ]
 
@@ -63,6 +69,22 @@ class _LayerCache:
 _cache = _LayerCache()
 
 
+class _LiveServerState:
+    """Whether a live-server test case runs: then even in tests, layers from settings
+    publish to its broker, so a view's group_send reaches its websocket server."""
+
+    running = False
+
+
+_live_server = _LiveServerState()
+
+
+def publish_to_live_server(running: bool) -> None:
+    """Used by ``ChannelsLiveServerTestCase`` around its server's life."""
+    _live_server.running = running
+    reset_layers()
+
+
 def backend_settings(alias: str) -> dict[str, Any]:
     backends = conf.transport_backends()
     if alias not in backends:
@@ -82,6 +104,15 @@ def layer_config(alias: str = "default") -> TransportConfig:
     return parse_config(backend_settings(alias).get("CONFIG"), alias)
 
 
+def in_test_environment() -> bool:
+    """Whether Django's test environment is set up in this process (``manage.py test``,
+    pytest-django, or ``django.test.utils.setup_test_environment()``): it gives
+    ``django.core.mail`` its ``outbox`` until it is torn down."""
+    from django.core import mail
+
+    return hasattr(mail, "outbox")
+
+
 def build_layer(alias: str = "default") -> ChannelLayer:
     entry = backend_settings(alias)
     path = entry["BACKEND"]
@@ -96,9 +127,20 @@ def build_layer(alias: str = "default") -> ChannelLayer:
             f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['BACKEND'] = {entry['BACKEND']!r} "
             f"does not import: {exc}"
         ) from exc
+    if (
+        isinstance(backend, type)
+        and issubclass(backend, InMemoryChannelLayer)
+        and (not in_test_environment() or _live_server.running)
+    ):
+        # An in-memory layer outside tests would take a view's group_send and deliver it
+        # to nobody: the consumers live in the websocket server's processes. What it
+        # means there (one machine, no extra service) is the embedded broker.
+        backend = GRPCTransportLayer
     layer = backend(layer_config(alias))
     if not isinstance(layer, ChannelLayer):
         raise InvalidChannelLayerError(f"{path} is not a django_ws_client ChannelLayer")
+    if alias != "default" and not isinstance(layer, InMemoryChannelLayer):
+        return AliasedLayer(layer, alias)
     return layer
 
 
@@ -109,6 +151,40 @@ def get_channel_layer(alias: str = "default") -> ChannelLayer:
     if server_layers is not None and alias in server_layers:
         return server_layers[alias]
     return _cache.get(alias)
+
+
+def served_layer(alias: str) -> ChannelLayer | None:
+    """The layer installed for ``alias`` by the server or communicator running this code
+    (:func:`use_layer`), or None when none is."""
+    return (_server_layers.get() or {}).get(alias)
+
+
+def serving_any_layer() -> bool:
+    """Whether this code runs inside a server or communicator that installed layers."""
+    return bool(_server_layers.get())
+
+
+@contextmanager
+def serve_aliases(layer: ChannelLayer, alias: str) -> Iterator[list[str]]:
+    """Serve ``alias`` with the server's ``layer``, and with it every other alias whose
+    CONFIG names the same brokers (each through its own group names, as
+    :mod:`~django_ws_client.transport.aliased` explains). Yields the aliases served;
+    a consumer naming another one is refused by name."""
+    aliases = [alias]
+    for other in conf.transport_backends():
+        if other == alias:
+            continue
+        try:
+            config = layer_config(other)
+        except InvalidChannelLayerError:
+            continue  # reported by the system checks
+        if (config.brokers, config.shards) == (layer.config.brokers, layer.config.shards):
+            aliases.append(other)
+    with ExitStack() as installed:
+        for name in aliases:
+            view = layer if name == "default" else AliasedLayer(layer, name)
+            installed.enter_context(use_layer(view, name))
+        yield aliases
 
 
 @contextmanager
@@ -124,6 +200,15 @@ def use_layer(layer: ChannelLayer, alias: str = "default") -> Iterator[None]:
         _server_layers.reset(token)
 
 
-def reset_layers() -> None:
+def reset_layers(**_: Any) -> None:
     """Forget layers built from settings (after changing settings in tests)."""
     _cache.clear()
+
+
+def _settings_changed(setting: str, **_: Any) -> None:
+    # As Channels does for CHANNEL_LAYERS: override_settings gives a test fresh layers.
+    if setting in ("WEBSOCKET_TRANSPORT_BACKENDS", "CHANNEL_LAYERS"):
+        reset_layers()
+
+
+setting_changed.connect(_settings_changed)

@@ -1,11 +1,20 @@
-"""An in-process channel layer for tests and single-process use (Channels'
-``InMemoryChannelLayer``). Nothing crosses a process boundary; events still go through
-the same encoding, so what fails here fails in production too."""
+"""An in-process channel layer for tests (Channels' ``InMemoryChannelLayer``).
+
+Nothing crosses a process boundary; events still go through the same encoding, so what
+fails here fails in production too. Tests see what they see in Channels' layer:
+``groups`` (a dict of group to its channels, with no entry for an empty group),
+``channels`` (a dict of channel to the queue of events waiting for ``receive()``),
+``new_channel``, ``send``, ``receive``, ``flush``, ``capacity`` and ``expiry``.
+
+Configured in settings, it is only in-process where Django's test environment is set
+up; elsewhere (views, the websocket server) the transport builds the embedded broker's
+layer instead, so a ``group_send`` from a view is never swallowed by a process that has
+no consumers.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import Callable
 from typing import Any
@@ -24,9 +33,9 @@ class InMemoryChannelLayer(ChannelLayer):
 
     def __init__(self, config: TransportConfig | None = None, **config_kwargs: Any) -> None:
         super().__init__(config if config is not None else parse_config(config_kwargs))
-        self.groups: dict[str, set[str]] = collections.defaultdict(set)
+        self.groups: dict[str, set[str]] = {}
+        self.channels: dict[str, asyncio.Queue[Any]] = {}
         self._consumers: dict[str, Deliver] = {}
-        self._queues: dict[str, asyncio.Queue[Any]] = {}
 
     def attach(self, channel: str, deliver: Deliver) -> None:
         """Route events for ``channel`` to a consumer's port (used by the communicator)."""
@@ -34,8 +43,10 @@ class InMemoryChannelLayer(ChannelLayer):
 
     def detach(self, channel: str) -> None:
         self._consumers.pop(channel, None)
-        for members in self.groups.values():
+        for group, members in list(self.groups.items()):
             members.discard(channel)
+            if not members:
+                del self.groups[group]
 
     def _decode(self, message: Any) -> Any:
         return event_from_wire(codec.decode(self.encode_event(message)))
@@ -46,7 +57,7 @@ class InMemoryChannelLayer(ChannelLayer):
             if not deliver(self._decode(message)):
                 raise ChannelFull(f"channel {channel!r} is over its capacity of {self.capacity}")
             return
-        queue = self._queues.setdefault(channel, asyncio.Queue(maxsize=self.capacity))
+        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.capacity))
         try:
             queue.put_nowait(self._decode(message))
         except asyncio.QueueFull:
@@ -58,11 +69,11 @@ class InMemoryChannelLayer(ChannelLayer):
         self._deliver(channel_of(channel), message)
 
     async def receive(self, channel: str) -> Any:
-        queue = self._queues.setdefault(channel_of(channel), asyncio.Queue(maxsize=self.capacity))
+        queue = self.channels.setdefault(channel_of(channel), asyncio.Queue(maxsize=self.capacity))
         return await queue.get()
 
     async def group_add(self, group: str, channel: Any) -> None:
-        self.groups[require_group_name(group)].add(channel_of(channel))
+        self.groups.setdefault(require_group_name(group), set()).add(channel_of(channel))
 
     async def group_discard(self, group: str, channel: Any) -> None:
         members = self.groups.get(require_group_name(group))
@@ -81,4 +92,4 @@ class InMemoryChannelLayer(ChannelLayer):
 
     async def flush(self) -> None:
         self.groups.clear()
-        self._queues.clear()
+        self.channels.clear()

@@ -26,6 +26,11 @@ django.setup()
 @pytest.fixture(scope="session", autouse=True)
 def database() -> Iterator[None]:
     from django.core.management import call_command
+    from django.test.utils import setup_test_environment, teardown_test_environment
 
     call_command("migrate", verbosity=0)
+    # As under `manage.py test` or pytest-django: in-memory layers configured in
+    # settings are in-process only inside Django's test environment.
+    setup_test_environment()
     yield
+    teardown_test_environment()

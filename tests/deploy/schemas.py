@@ -1,6 +1,6 @@
 """Schema checks: Kubernetes' own schemas for built-in kinds (kubernetes-validate,
-strict), and a structural check for the Prometheus Operator's ServiceMonitor, a CRD
-that no bundled schema covers."""
+strict), and structural checks for two CRDs that no bundled schema covers: the
+Prometheus Operator's ServiceMonitor and the Gateway API's HTTPRoute."""
 
 from __future__ import annotations
 
@@ -26,10 +26,23 @@ SERVICE_MONITOR_ENDPOINT = {
 }
 
 
+# Gateway API v1 HTTPRoute: fields and limits of its CRD (standard channel).
+HTTP_ROUTE_SPEC = {"parentRefs", "hostnames", "rules"}
+HTTP_ROUTE_RULE = {"name", "matches", "filters", "backendRefs", "timeouts", "retry",
+                   "sessionPersistence"}
+PARENT_REF = {"group", "kind", "namespace", "name", "sectionName", "port"}
+BACKEND_REF = {"group", "kind", "namespace", "name", "port", "weight", "filters"}
+PATH_TYPES = {"Exact", "PathPrefix", "RegularExpression"}
+HOSTNAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
 def validate(doc: Doc) -> None:
     """Raise AssertionError naming the object and the first schema violation."""
     if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
         check_service_monitor(doc)
+        return
+    if doc.get("apiVersion", "").startswith("gateway.networking.k8s.io/"):
+        check_http_route(doc)
         return
     import kubernetes_validate
 
@@ -72,3 +85,33 @@ def check_service_monitor(doc: Doc) -> None:
             assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"]), (
                 f"{name}: scrapeTimeout longer than interval"
             )
+
+
+def check_http_route(doc: Doc) -> None:
+    name = doc["metadata"]["name"]
+    assert doc["apiVersion"] == "gateway.networking.k8s.io/v1", name
+    assert doc["kind"] == "HTTPRoute", name
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}, name
+    spec: dict[str, Any] = doc["spec"]
+    assert set(spec) <= HTTP_ROUTE_SPEC, f"{name}: unknown {set(spec) - HTTP_ROUTE_SPEC}"
+    parents = spec.get("parentRefs", [])
+    assert 1 <= len(parents) <= 32, f"{name}: 1 to 32 parentRefs"
+    for parent in parents:
+        assert set(parent) <= PARENT_REF and isinstance(parent.get("name"), str), name
+    hostnames = spec.get("hostnames", [])
+    assert len(hostnames) <= 16, name
+    assert all(HOSTNAME_RE.match(h) for h in hostnames), f"{name}: bad hostname in {hostnames}"
+    rules = spec.get("rules", [])
+    assert 1 <= len(rules) <= 16, f"{name}: 1 to 16 rules"
+    for rule in rules:
+        assert set(rule) <= HTTP_ROUTE_RULE, f"{name}: unknown {set(rule) - HTTP_ROUTE_RULE}"
+        matches = rule.get("matches", [])
+        assert len(matches) <= 64, name
+        for match in matches:
+            path = match["path"]
+            assert path["type"] in PATH_TYPES and path["value"].startswith("/"), name
+        for backend in rule.get("backendRefs", []):
+            assert set(backend) <= BACKEND_REF, name
+            assert isinstance(backend["name"], str) and backend["name"], name
+            port = backend.get("port")
+            assert isinstance(port, int) and 0 < port < 65536, f"{name}: backend port {port!r}"

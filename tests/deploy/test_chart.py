@@ -230,7 +230,8 @@ FREE_FORM = {
     "podSecurityContext", "containerSecurityContext", "imagePullSecrets",
     "edge.command", "edge.extraArgs", "edge.env", "edge.envFrom", "edge.resources",
     "edge.service.annotations", "edge.ingress.annotations", "edge.ingress.hosts",
-    "edge.ingress.tls", "edge.podAnnotations", "edge.podLabels", "edge.nodeSelector",
+    "edge.ingress.tls", "edge.httpRoute.annotations", "edge.httpRoute.parentRefs",
+    "edge.httpRoute.hostnames", "edge.httpRoute.paths", "edge.podAnnotations", "edge.podLabels", "edge.nodeSelector",
     "edge.tolerations", "edge.affinity", "broker.command", "broker.extraArgs", "broker.env",
     "broker.resources", "broker.podAnnotations", "broker.podLabels", "broker.nodeSelector",
     "broker.tolerations", "networkPolicy.clientLabels", "networkPolicy.metricsFrom",
@@ -263,8 +264,10 @@ def test_readme_documents_every_value() -> None:
         ({"broker": {"replicas": 0}}, "broker.replicas is the shard count"),
         ({"edge": {"drain": {"marginSeconds": 1}}}, "marginSeconds must be at least 3"),
         ({"broker": {"antiAffinity": "sometimes"}}, "soft, hard or none"),
+        ({"edge": {"httpRoute": {"enabled": True, "parentRefs": []}}}, "must name the Gateway"),
     ],
-    ids=["tls-without-secret", "no-shards", "margin-too-small", "anti-affinity"],
+    ids=["tls-without-secret", "no-shards", "margin-too-small", "anti-affinity",
+         "route-without-gateway"],
 )
 def test_values_that_would_break_a_cluster_are_refused(values: dict[str, Any],
                                                        message: str) -> None:

@@ -270,6 +270,61 @@ def start_edge(
 
 
 @dataclass
+class DevServer(Process):
+    """``manage.py runserver`` (django-ws's: pages and websockets on one address)."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def wait_serving(self, path: str = "/", timeout: float = 30.0) -> None:
+        """Wait until a page answers (any HTTP status: Django is up)."""
+
+        def check() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"runserver exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=1):
+                    return True
+            except urllib.error.HTTPError:
+                return True
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        wait_until(check, timeout, f"runserver on port {self.port}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """CONTROL-C, as a developer stops it: the whole process group gets SIGINT."""
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout)
+        super().stop(timeout)
+
+
+def start_runserver(
+    tmp: Path, *, project: Path, env: dict[str, str], extra_args: tuple[str, ...] = ()
+) -> DevServer:
+    port = free_port()
+    server = DevServer(
+        args=[sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", *extra_args],
+        log_path=tmp / "runserver.log",
+        env=base_env(**env),
+        cwd=project,
+        port=port,
+    )
+    server.start()
+    return server
+
+
+@dataclass
 class Stack:
     """Processes a test started, stopped at teardown in reverse order."""
 
@@ -302,6 +357,14 @@ class Stack:
         self.processes.append(server)  # registered before waiting: stopped even if never ready
         if wait:
             server.wait_ready()
+        return server
+
+    def runserver(
+        self, *, project: Path, env: dict[str, str], extra_args: tuple[str, ...] = ()
+    ) -> DevServer:
+        server = start_runserver(self.tmp, project=project, env=env, extra_args=extra_args)
+        self.processes.append(server)
+        server.wait_serving()
         return server
 
     def stop_all(self) -> None:

@@ -67,6 +67,11 @@ class Command(BaseCommand):
             action="store_true",
             help="never start an embedded broker; fail if none answers",
         )
+        parser.add_argument(
+            "--exit-with-parent",
+            action="store_true",
+            help="stop when the process that started this server is gone (runserver uses it)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django_ws_client.conf import server_option
@@ -109,6 +114,7 @@ class Command(BaseCommand):
                     embedded_broker=not options["no_embedded_broker"],
                     heartbeat_timeout=heartbeat,
                     wedged_timeout=wedged,
+                    exit_with_parent=options["exit_with_parent"],
                 )
             )
         except (BrokerNotFound, OSError) as exc:

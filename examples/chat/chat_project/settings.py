@@ -15,8 +15,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    # Above staticfiles: its runserver (pages and websockets on one address) wins.
     "django_ws_client",
+    "django.contrib.staticfiles",
     "chat",
 ]
 

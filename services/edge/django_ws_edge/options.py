@@ -104,6 +104,8 @@ class ServerOptions:
     embedded_broker: bool = True
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     wedged_timeout: float = DEFAULT_WEDGED_TIMEOUT
+    exit_with_parent: bool = False
+    """Stop when the process that started this one is gone (``runserver``'s edge)."""
 
 
 def supervision_timeouts(heartbeat: float | None, wedged: float | None) -> tuple[float, float]:

@@ -336,6 +336,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        orphaned = (
+            loop.create_task(_stop_when_orphaned(stop)) if options.exit_with_parent else None
+        )
         config = layer_config(options.alias)
         setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{options.alias}']['CONFIG']"
         self._prepare_listener()
@@ -384,6 +387,8 @@ class Supervisor:
             await self._shutdown(watchers)
             return 0
         finally:
+            if orphaned is not None:
+                orphaned.cancel()
             if self.broker is not None:
                 self.broker.stop()
             if self.probes is not None:
@@ -415,6 +420,16 @@ class Supervisor:
             await asyncio.gather(*(p.wait() for p in processes))
         for watcher in watchers:
             watcher.cancel()
+
+
+async def _stop_when_orphaned(stop: asyncio.Event) -> None:
+    """Set ``stop`` once the parent process is gone: a development server killed
+    outright (its autoreloader, a test) must not leave its websocket server behind."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event tells of a parent's death)
+        await asyncio.sleep(0.2)
+    logger.info("the process that started this server is gone; stopping")
+    stop.set()
 
 
 def run(options: ServerOptions) -> int:

@@ -33,7 +33,7 @@ from websockets.http11 import Request, Response
 from django_ws_client.connection import BufferBudget
 from django_ws_client.exceptions import DenyConnection, HandshakeRejected
 from django_ws_client.tracing import span, tracing_enabled
-from django_ws_client.transport import layer_config, use_layer
+from django_ws_client.transport import layer_config, serve_aliases
 from django_ws_edge import metrics
 from django_ws_edge.connection import EdgeConnection
 from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handshake
@@ -343,7 +343,9 @@ async def _main(options: WorkerOptions) -> None:
     tracing_enabled()  # installs the tracer provider before any traffic when tracing is on
     layer = EdgeChannelLayer(layer_config(options.alias))
     app = build_stack(middleware_paths())
-    with use_layer(layer, options.alias):
+    with serve_aliases(layer, options.alias) as aliases:
+        if len(aliases) > 1:
+            logger.info("serving channel layer aliases %s", ", ".join(map(repr, aliases)))
         await Worker(options, app, layer).run()
 
 

@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from testproject import consumers, tutorial
+from testproject import channels_style, consumers, tutorial
 
 urlpatterns = [
     re_path(r"^ws/group/(?P<group>[\w.+-]+)/$", consumers.GroupRelayConsumer.as_handler()),
@@ -13,4 +13,8 @@ urlpatterns = [
     re_path(r"^ws/chat/async/(?P<room_name>\w+)/$", tutorial.AsyncChatConsumer.as_asgi()),
     re_path(r"^ws/chat/json/$", tutorial.JsonChatConsumer.as_asgi()),
     re_path(r"^ws/protocol/(?P<flavour>\w+)/$", tutorial.ProtocolConsumer.as_handler()),
+    re_path(r"^ws/user/(?P<pk>\d+)/$", channels_style.UserConsumer.as_asgi()),
+    re_path(r"^ws/room/$", channels_style.RoomConsumer.as_asgi()),
+    re_path(r"^ws/other-room/$", channels_style.OtherRoomConsumer.as_asgi()),
+    re_path(r"^ws/elsewhere-room/$", channels_style.ElsewhereRoomConsumer.as_asgi()),
 ]

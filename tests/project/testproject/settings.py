@@ -22,8 +22,12 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("TEST_DATABASE", ":memory:"),
+        # `manage.py test` (the live-server test case): a file test database.
+        "TEST": {"NAME": os.environ.get("TEST_TEST_DATABASE")},
     }
 }
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -59,6 +63,17 @@ if os.environ.get("TEST_PUBLISH_TIMEOUT"):
 WEBSOCKET_TRANSPORT_BACKENDS = {
     "default": {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": _config}
 }
+if os.environ.get("TEST_EXTRA_ALIASES"):
+    # "other" shares the brokers (served by the same server, with its own groups);
+    # "elsewhere" names brokers this server does not link to.
+    WEBSOCKET_TRANSPORT_BACKENDS["other"] = {
+        "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+        "CONFIG": _config,
+    }
+    WEBSOCKET_TRANSPORT_BACKENDS["elsewhere"] = {
+        "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
+        "CONFIG": {"address": "unix:/nonexistent/elsewhere.sock"},
+    }
 WEBSOCKET_SERVER = {
     "HANDSHAKE_TIMEOUT": float(os.environ.get("TEST_HANDSHAKE_TIMEOUT", "10")),
     "GRACE_SECONDS": float(os.environ.get("TEST_GRACE_SECONDS", "5")),
@@ -83,3 +98,12 @@ for _key in (
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
 WEBSOCKET_TRACING_RECORD_SENSITIVE = bool(os.environ.get("TEST_TRACING_RECORD_SENSITIVE"))
+
+# A project carried over from Channels keeps its CHANNEL_LAYERS and nothing of ours.
+if os.environ.get("TEST_CHANNEL_LAYERS") == "inmemory":
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    if os.environ.get("TEST_PUBLISH_TIMEOUT"):
+        CHANNEL_LAYERS["default"]["CONFIG"] = {
+            "publish_timeout": float(os.environ["TEST_PUBLISH_TIMEOUT"])
+        }
+    del WEBSOCKET_TRANSPORT_BACKENDS
