@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -15,23 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import TEST_PROJECT, Process, Stack, base_env, wait_until
+from support.processes import TEST_PROJECT, Stack, base_env
+from support.squatter import squat
 from support.users import as_user, other_user
 
 pytestmark = pytest.mark.timeout(90)
-
-# Counts every connection made to the squatter's socket, one line each.
-LISTENER = """
-import socket, sys
-server = socket.socket(socket.AF_UNIX)
-server.bind(sys.argv[1])
-server.listen(16)
-print("listening", flush=True)
-while True:
-    conn, _ = server.accept()
-    print("connection accepted", flush=True)
-    conn.close()
-"""
 
 
 @pytest.fixture
@@ -75,18 +64,6 @@ def embedded_socket(shared: Path) -> Path:
     return Path(out.stdout.strip())
 
 
-def squat(stack: Stack, uid: int, gid: int, args: list[str], name: str) -> Process:
-    process = Process(
-        args=as_user(uid, gid, args),
-        log_path=stack.tmp / f"{name}.log",
-        env=base_env(),
-        cwd=Path("/"),
-    )
-    process.start()
-    stack.processes.append(process)
-    return process
-
-
 def refused(stack: Stack, env: dict[str, str]) -> tuple[int, str]:
     """Start the server and wait for it to give up; its exit code and log."""
     server = stack.edge(workers=1, env=env, wait=False)
@@ -116,16 +93,9 @@ def test_the_embedded_broker_socket_is_in_a_private_directory(
 def test_a_squatted_embedded_broker_directory_is_refused(stack: Stack, shared_tmp: Path) -> None:
     uid, gid = other_user()
     path = embedded_socket(shared_tmp)
-    # The other user gets there first: creates the directory and serves a real broker.
+    # The other user gets there first: creates the directory and listens on the socket.
     subprocess.run(as_user(uid, gid, ["mkdir", "-p", str(path.parent)]), check=True)
-    squatter = squat(
-        stack,
-        uid,
-        gid,
-        [sys.executable, "-m", "django_ws_broker", "--listen", f"unix:{path}"],
-        "squatter-broker",
-    )
-    wait_until(lambda: " ready on " in squatter.log(), 20, "the squatter's broker")
+    squatter = squat(stack, uid, gid, path, path.parent / "connections", "squatter")
     assert os.lstat(path).st_uid == uid
 
     code, log = refused(stack, environment(shared_tmp))
@@ -139,13 +109,13 @@ def test_a_squatted_embedded_broker_directory_is_refused(stack: Stack, shared_tm
         "async_to_sync(get_channel_layer().group_send)('room', {'type': 'chat.message'})",
     )
     print(f"a view's group_send: {view.stderr.strip().splitlines()[-1]}")
-    attached = [line for line in squatter.log().splitlines() if "attached" in line]
-    print(f"edges attached to the squatter's broker: {len(attached)}")
+    connections = squatter.stop_and_count()
+    print(f"connections made to the squatter's socket: {connections}")
     assert code != 0
     assert f"uid {uid}" in message and "refusing" in message
     assert "using the broker already serving" not in log
     assert view.returncode != 0 and "UnsafeBrokerSocket" in view.stderr
-    assert attached == []
+    assert connections == 0
 
 
 def test_a_squatted_broker_socket_is_refused_before_connecting(
@@ -153,14 +123,33 @@ def test_a_squatted_broker_socket_is_refused_before_connecting(
 ) -> None:
     uid, gid = other_user()
     path = shared_tmp / "broker.sock"
-    squatter = squat(stack, uid, gid, [sys.executable, "-c", LISTENER, str(path)], "squatter")
-    wait_until(lambda: "listening" in squatter.log(), 10, "the squatter's listener")
+    squatter = squat(stack, uid, gid, path, shared_tmp / "connections", "squatter")
 
     code, log = refused(stack, environment(shared_tmp, TEST_BROKER=f"unix:{path}"))
     message = next(line for line in log.splitlines() if "owned by" in line)
-    connections = squatter.log().count("connection accepted")
+    connections = squatter.stop_and_count()
     print(f"\nexit code {code}: {message}")
     print(f"connections made to the squatter's socket: {connections}")
     assert code != 0
     assert f"uid {uid}" in message and "refusing to connect" in message
     assert connections == 0
+
+
+def test_the_squatter_counts_every_connection_made_to_it(stack: Stack, shared_tmp: Path) -> None:
+    """The zero above is measured: connections made, even those never accepted before
+    the squatter is stopped, are counted."""
+    uid, gid = other_user()
+    path = shared_tmp / "broker.sock"
+    squatter = squat(stack, uid, gid, path, shared_tmp / "connections", "squatter")
+    made = 3
+    clients = [socket.socket(socket.AF_UNIX) for _ in range(made)]
+    try:
+        for client in clients:
+            client.connect(str(path))
+        connections = squatter.stop_and_count()
+    finally:
+        for client in clients:
+            client.close()
+    print(f"\nsquatter run by {squatter.python}")
+    print(f"connections made {made}, counted by the squatter {connections}")
+    assert connections == made
