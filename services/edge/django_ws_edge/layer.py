@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import secrets
 import time
@@ -69,6 +70,8 @@ class EdgeChannelLayer(ChannelLayer):
         self._group_requests: dict[int, str] = {}
         self._member_requests: dict[int, tuple[str, str]] = {}
         self._answer_waiters: dict[int, asyncio.Future[None]] = {}
+        # Request numbers are unique across this worker's links.
+        self._requests = itertools.count(1)
         # Live messages held back while a gap is filled: for the whole worker (group ->
         # deliveries) and for members catching up (group -> channel -> deliveries).
         self._held: dict[str, list[broker_pb2.Delivery]] = {}
@@ -147,12 +150,18 @@ class EdgeChannelLayer(ChannelLayer):
     def _groups_owned(self, ordinal: int) -> list[str]:
         return [group for group in self.index.groups() if self.ring.owner(group) == ordinal]
 
-    def _resumes_owned(self, ordinal: int) -> list[broker_pb2.Resume]:
-        """Subscriptions for a (re)connect: each group from the worker's cursor."""
-        link = self.links[ordinal]
+    def _resumes_owned(self, ordinal: int, skip: frozenset[str]) -> list[broker_pb2.Resume]:
+        """Subscriptions for a (re)connect: each group (but those in ``skip``) from the
+        worker's cursor. They stand in for the worker's own requests still unanswered
+        on this link, which are forgotten."""
+        owned = set(self._groups_owned(ordinal))
+        if not skip:
+            for request, group in list(self._group_requests.items()):
+                if group in owned and request not in self._member_requests:
+                    del self._group_requests[request]
         resumes = []
-        for group in self._groups_owned(ordinal):
-            request = link.new_request()
+        for group in owned - skip:
+            request = next(self._requests)
             self._group_requests[request] = group
             cursor = self.cursors.get(group)
             if cursor is None:
@@ -189,7 +198,7 @@ class EdgeChannelLayer(ChannelLayer):
         first = self.index.add(group, name)
         waiter: asyncio.Future[None] | None = None
         if first or position is not None:
-            request = link.new_request()
+            request = next(self._requests)
             if first:
                 metrics.LOCAL_GROUPS.set(len(self.index))
                 self._group_requests[request] = group
@@ -505,7 +514,7 @@ class EdgeChannelLayer(ChannelLayer):
         queue for this worker was full): ask for them, hold newer ones meanwhile."""
         self._held[group] = [delivery]
         link = self._link_for(group)
-        request = link.new_request()
+        request = next(self._requests)
         self._group_requests[request] = group
         link.resume(
             broker_pb2.Resume(group=group, epoch=cursor[0], offset=cursor[1], request=request),
@@ -579,7 +588,7 @@ class EdgeChannelLayer(ChannelLayer):
             if self.index.add(group, channel):
                 # Nobody waits on a remote add; the answer sets the group's cursor.
                 link = self._link_for(group)
-                request = link.new_request()
+                request = next(self._requests)
                 self._group_requests[request] = group
                 link.resume(broker_pb2.Resume(group=group, request=request), retry=False)
         elif decoded.type == "group_discard" and self.index.discard(group, channel):

@@ -57,7 +57,7 @@ class LinkHandlers:
 
     # The subscriptions to send in the hello of a (re)connect: every group the worker
     # has members in for this broker, with the position it last got from each.
-    resumes_owned: Callable[[int], list[broker_pb2.Resume]]
+    resumes_owned: Callable[[int, frozenset[str]], list[broker_pb2.Resume]]
     on_frame: Callable[[int, broker_pb2.BrokerFrame], None]
     on_state: Callable[[int, bool], None]
 
@@ -143,7 +143,6 @@ class BrokerLink:
         self._retained: deque[tuple[int, broker_pb2.Publish, int]] = deque()
         self._retained_bytes = 0
         # Resume requests whose answer a member waits for: sent again after a reconnect.
-        self._next_request = 0
         self._resumes: dict[int, broker_pb2.Resume] = {}
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -153,11 +152,6 @@ class BrokerLink:
         self._pending_barrier: tuple[int, asyncio.Future[None]] | None = None
 
     # Operations (called by the worker's layer) ---------------------------------------
-
-    def new_request(self) -> int:
-        """A request number for a Resume, unique on this link."""
-        self._next_request += 1
-        return self._next_request
 
     def resume(self, resume: broker_pb2.Resume, *, retry: bool = True) -> None:
         """Subscribe to a group and ask for what it received after a position (epoch
@@ -372,7 +366,7 @@ class BrokerLink:
         call = stub.Attach(
             wait_for_ready=True, metadata=auth_metadata(self.config, edge_key=self.edge_key)
         )
-        resumes = self.handlers.resumes_owned(self.ordinal)
+        resumes = self.handlers.resumes_owned(self.ordinal, frozenset())
         hello = broker_pb2.EdgeFrame(
             hello=broker_pb2.Hello(edge_id=self.edge_id, ordinal=self.ordinal, shards=self.shards),
             resume=resumes,
@@ -385,10 +379,9 @@ class BrokerLink:
         metrics.LINK_CONNECTS.inc()
         self.up = True
         # Groups joined between the hello and now were not in the hello: send them too.
-        in_hello = {resume.group for resume in resumes}
-        for resume in self.handlers.resumes_owned(self.ordinal):
-            if resume.group not in in_hello:
-                self._builder.resume(resume)
+        in_hello = frozenset(resume.group for resume in resumes)
+        for resume in self.handlers.resumes_owned(self.ordinal, in_hello):
+            self._builder.resume(resume)
         # Requests someone waits for, then every publish not acknowledged, in order.
         for resume in self._resumes.values():
             self._builder.resume(resume)
