@@ -77,6 +77,8 @@ class EdgeChannelLayer(ChannelLayer):
         self._held: dict[str, list[broker_pb2.Delivery]] = {}
         self._member_held: dict[str, dict[str, list[broker_pb2.Delivery]]] = {}
         self.budget: BufferBudget | None = None
+        # Connections whose consumer waits for its client's socket to drain, and since when.
+        self.blocked_sends: dict[EdgeConnection, float] = {}
         self._queues: dict[str, asyncio.Queue[Any]] = {}
         self._welcomed: dict[int, str] = {}
         self.tally = metrics.Tally()  # ordinal -> boot id of its current stream
@@ -140,6 +142,17 @@ class EdgeChannelLayer(ChannelLayer):
         self.cursors.pop(group, None)
         self._held.pop(group, None)
         self._member_held.pop(group, None)
+
+    def close_stalled_clients(self, now: float) -> None:
+        """Close the clients a send has waited on for more than SLOW_CLIENT_SECONDS:
+        their sockets took nothing in that time."""
+        for connection, since in list(self.blocked_sends.items()):
+            if now - since > connection.slow_client_seconds:
+                del self.blocked_sends[connection]
+                connection.close_slow(
+                    f"a send made no progress for {connection.slow_client_seconds:g}s "
+                    "(SLOW_CLIENT_SECONDS)"
+                )
 
     def _is_local(self, channel: str) -> bool:
         return channel_home(channel) == self.edge_id

@@ -180,11 +180,6 @@ class BrokerLink:
             self._builder.unsubscribe(group)
             self._wake.set()
 
-    @property
-    def unacknowledged(self) -> int:
-        """Publishes sent or waiting to be sent that the broker has not acknowledged."""
-        return len(self._retained)
-
     async def publish(self, publish: broker_pb2.Publish) -> None:
         """Queue a publish, keeping it until the broker acknowledges it.
 

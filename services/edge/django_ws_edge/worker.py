@@ -255,6 +255,7 @@ class Worker:
                 metrics_degraded=degraded_values(),
             )
             self.layer.tally.flush()
+            self.layer.close_stalled_clients(asyncio.get_running_loop().time())
             if os.getppid() != parent or (self.options.status_fd and self._status_file is None):
                 logger.error("the supervisor went away; worker %d stops", os.getpid())
                 stop.set()
