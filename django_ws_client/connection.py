@@ -71,7 +71,7 @@ class ConnectionPort(ABC):
     # Bytes of channel layer events in the inbox.
     pending_bytes = 0
     # The position of the last event dispatched from each group (made on first use).
-    positions: dict[str, tuple[int, int]] | None = None
+    positions: dict[str, Position] | None = None
 
     def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
         self.channel_name = channel_name
@@ -82,7 +82,6 @@ class ConnectionPort(ABC):
         self.capacity = capacity
         self.expiry = layer.expiry
         self.expired = 0
-        self.lifecycle_dropped = 0
         self.accepted = False
         self.rejected = False
         self.close_requested = False
@@ -134,13 +133,6 @@ class ConnectionPort(ABC):
         client, these events expire (``expiry``)."""
         if self._disconnect_queued:
             return True  # the consumer is finishing; late events have no one to go to
-        if event_type_of(event).startswith("websocket."):
-            # Senders refuse these (ChannelLayer.encode_event); one that still arrives
-            # (an older sender, a hand-made publish) would end the consumer and leave
-            # its socket open. It is dropped, and the sender is not told.
-            self.lifecycle_dropped += 1
-            self.on_lifecycle_dropped(event_type_of(event))
-            return True
         pending = self.pending_bytes = self.pending_bytes + size
         self._queue(time.monotonic(), event, size, position)
         budget = self.budget
@@ -164,16 +156,6 @@ class ConnectionPort(ABC):
         budget = self.budget
         if budget is not None:
             budget.used -= size
-
-    def on_lifecycle_dropped(self, event_type: str) -> None:
-        """A ``websocket.*`` event came through the channel layer and was dropped;
-        servers override this to count it in their metrics."""
-        logger.warning(
-            "dropped a %r event that came through the channel layer for %s: only the "
-            "server produces websocket.* events",
-            event_type,
-            self.channel_name,
-        )
 
     def deliver_disconnect(self, code: int) -> None:
         """Queue ``websocket.disconnect`` (always accepted, whatever is waiting)."""
@@ -220,7 +202,8 @@ class ConnectionPort(ABC):
     def position(self, group: str) -> tuple[int, int] | None:
         """(epoch, offset) of the last event this consumer got from ``group``: while a
         handler runs, the position of the event it handles."""
-        return None if self.positions is None else self.positions.get(group)
+        position = None if self.positions is None else self.positions.get(group)
+        return None if position is None else (position[1], position[2])
 
     # The consumer's life ---------------------------------------------------------------
 
@@ -246,7 +229,11 @@ class ConnectionPort(ABC):
                     self._resume = None
                     resume()
                 if size:
-                    self._release(size)
+                    # Inlined _release(): this runs for every event of every member.
+                    self.pending_bytes -= size
+                    budget = self.budget
+                    if budget is not None:
+                        budget.used -= size
                 if arrived != math.inf and time.monotonic() - arrived > self.expiry:
                     self.expired += 1
                     self.on_expired(event)
@@ -255,7 +242,7 @@ class ConnectionPort(ABC):
                     positions = self.positions
                     if positions is None:
                         positions = self.positions = {}
-                    positions[position[0]] = (position[1], position[2])
+                    positions[position[0]] = position  # shared by every member
                 event_type = event_type_of(event)
                 if task is not None and event_type != named_for:
                     named_for = event_type

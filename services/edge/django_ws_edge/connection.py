@@ -200,10 +200,6 @@ class EdgeConnection(ConnectionPort):
     async def leave_all_groups(self) -> None:
         self.edge_layer.unregister(self.channel_name)
 
-    def on_lifecycle_dropped(self, event_type: str) -> None:
-        metrics.LIFECYCLE_EVENTS_DROPPED.inc()
-        super().on_lifecycle_dropped(event_type)
-
     def close_slow(self, why: str) -> None:
         """Close a client that does not keep up, without waiting on it: the events
         still waiting for it are dropped and counted."""

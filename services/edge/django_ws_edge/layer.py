@@ -30,7 +30,12 @@ from django_ws_client.connection import BufferBudget, Position
 from django_ws_client.exceptions import BrokerUnavailable, ChannelFull, GroupRefused
 from django_ws_client.positions import GAP_EVENT_TYPE, GAP_REASONS, parse_position
 from django_ws_client.tracing import inject_trace, span, tracer, tracing_enabled
-from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
+from django_ws_client.transport.base import (
+    ChannelLayer,
+    channel_of,
+    event_from_wire,
+    is_lifecycle_type,
+)
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge import metrics
 from django_ws_edge.group_index import GroupIndex
@@ -225,9 +230,7 @@ class EdgeChannelLayer(ChannelLayer):
                 self._subscribing[group] = waiter
                 waiter.add_done_callback(functools.partial(self._subscribed, group))
             epoch, offset = position or (0, 0)
-            link.resume(
-                broker_pb2.Resume(group=group, epoch=epoch, offset=offset, request=request)
-            )
+            link.resume(broker_pb2.Resume(group=group, epoch=epoch, offset=offset, request=request))
         # As with Channels, once group_add returns the channel receives the group's
         # messages: wait until the broker has the subscription (once per worker).
         waiter = waiter or self._subscribing.get(group)
@@ -399,9 +402,7 @@ class EdgeChannelLayer(ChannelLayer):
         held = self._member_held.get(group)
         return held is not None and channel in held
 
-    def _gap(
-        self, group: str, reason: str, channels: list[str], position: Position | None
-    ) -> None:
+    def _gap(self, group: str, reason: str, channels: list[str], position: Position | None) -> None:
         """Tell members that messages of ``group`` may be missing and cannot be replayed."""
         public_reason = GAP_REASONS.get(reason, reason)
         metrics.DELIVERIES_LOST.labels(
@@ -421,6 +422,9 @@ class EdgeChannelLayer(ChannelLayer):
         except ValueError:
             metrics.UNDECODABLE_EVENTS.inc()
             metrics.DELIVERIES_LOST.labels("undecodable").inc()
+            return
+        if is_lifecycle_type(decoded.type):
+            self._drop_lifecycle(delivery, decoded.type)
             return
         self._deliver_to(
             channel,
@@ -554,6 +558,9 @@ class EdgeChannelLayer(ChannelLayer):
                 "undecodable event for %r dropped: %s", delivery.group or delivery.channel, exc
             )
             return
+        if is_lifecycle_type(decoded.type):
+            self._drop_lifecycle(delivery, decoded.type)
+            return
         if delivery.trace and tracing_enabled():
             # One span per receiving worker, in the sender's trace.
             tracer().start_span(
@@ -586,6 +593,18 @@ class EdgeChannelLayer(ChannelLayer):
             self._apply_control(delivery.channel, decoded)
         else:
             self._deliver_to(delivery.channel, event_from_wire(decoded))
+
+    def _drop_lifecycle(self, delivery: broker_pb2.Delivery, event_type: str) -> None:
+        """Senders refuse ``websocket.*`` events (``ChannelLayer.encode_event``); one that
+        still arrives (an older sender, a hand-made publish) would end its consumers
+        and leave their sockets open. It is dropped, once per worker, and counted."""
+        metrics.LIFECYCLE_EVENTS_DROPPED.inc()
+        logger.warning(
+            "dropped a %r event that came through the channel layer for %r: only the "
+            "server produces websocket.* events",
+            event_type,
+            delivery.group or delivery.channel,
+        )
 
     def _apply_control(self, channel: str, decoded: codec.DecodedEvent) -> None:
         group = decoded.body.get("group", "")
