@@ -29,7 +29,7 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., body: _Optional[bytes] = ...) -> None: ...
 
 class Publish(_message.Message):
-    __slots__ = ("group", "channel", "event", "trace", "sent_at", "seq")
+    __slots__ = ("group", "channel", "event", "trace", "sent_at", "seq", "exclude")
     class TraceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,13 +43,15 @@ class Publish(_message.Message):
     TRACE_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     group: str
     channel: str
     event: Event
     trace: _containers.ScalarMap[str, str]
     sent_at: float
     seq: int
-    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., seq: _Optional[int] = ...) -> None: ...
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., seq: _Optional[int] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("edge_id", "ordinal", "shards")
@@ -62,20 +64,40 @@ class Hello(_message.Message):
     def __init__(self, edge_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class EdgeFrame(_message.Message):
-    __slots__ = ("hello", "subscribe", "publish", "unsubscribe", "sync", "resume")
+    __slots__ = ("hello", "subscribe", "publish", "unsubscribe", "sync", "resume", "members")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     subscribe: _containers.RepeatedScalarFieldContainer[str]
     publish: _containers.RepeatedCompositeFieldContainer[Publish]
     unsubscribe: _containers.RepeatedScalarFieldContainer[str]
     sync: int
     resume: _containers.RepeatedCompositeFieldContainer[Resume]
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Iterable[str]] = ..., publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[str]] = ..., sync: _Optional[int] = ..., resume: _Optional[_Iterable[_Union[Resume, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Iterable[str]] = ..., publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[str]] = ..., sync: _Optional[int] = ..., resume: _Optional[_Iterable[_Union[Resume, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("group", "channel", "user", "info", "presence", "left", "restored")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    channel: str
+    user: str
+    info: bytes
+    presence: bool
+    left: bool
+    restored: bool
+    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., user: _Optional[str] = ..., info: _Optional[bytes] = ..., presence: _Optional[bool] = ..., left: _Optional[bool] = ..., restored: _Optional[bool] = ...) -> None: ...
 
 class Resume(_message.Message):
     __slots__ = ("group", "epoch", "offset", "request")
@@ -108,7 +130,7 @@ class Recovered(_message.Message):
     def __init__(self, request: _Optional[int] = ..., group: _Optional[str] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., lost: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("group", "channel", "event", "trace", "sent_at", "epoch", "offset")
+    __slots__ = ("group", "channel", "event", "trace", "sent_at", "epoch", "offset", "exclude")
     class TraceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +145,7 @@ class Delivery(_message.Message):
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     group: str
     channel: str
     event: Event
@@ -130,7 +153,8 @@ class Delivery(_message.Message):
     sent_at: float
     epoch: int
     offset: int
-    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., epoch: _Optional[int] = ..., offset: _Optional[int] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("ordinal", "shards", "boot_id", "topology_epoch")
@@ -145,14 +169,16 @@ class Welcome(_message.Message):
     def __init__(self, ordinal: _Optional[int] = ..., shards: _Optional[int] = ..., boot_id: _Optional[str] = ..., topology_epoch: _Optional[int] = ...) -> None: ...
 
 class Refusal(_message.Message):
-    __slots__ = ("group", "channel", "reason")
+    __slots__ = ("group", "channel", "reason", "member")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
     group: str
     channel: str
     reason: str
-    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    member: bool
+    def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., reason: _Optional[str] = ..., member: _Optional[bool] = ...) -> None: ...
 
 class BrokerFrame(_message.Message):
     __slots__ = ("welcome", "deliveries", "refusals", "synced", "dropped", "acked", "recovered")
@@ -232,7 +258,7 @@ class StatsRequest(_message.Message):
     def __init__(self, include_groups: _Optional[bool] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("ordinal", "shards", "edges", "groups", "subscriptions", "published", "delivered", "dropped", "group_edges", "edge_ids", "boot_id")
+    __slots__ = ("ordinal", "shards", "edges", "groups", "subscriptions", "published", "delivered", "dropped", "group_edges", "edge_ids", "boot_id", "publish_requests", "members")
     class GroupEdgesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +277,8 @@ class StatsReply(_message.Message):
     GROUP_EDGES_FIELD_NUMBER: _ClassVar[int]
     EDGE_IDS_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ordinal: int
     shards: int
     edges: int
@@ -262,7 +290,43 @@ class StatsReply(_message.Message):
     group_edges: _containers.ScalarMap[str, int]
     edge_ids: _containers.RepeatedScalarFieldContainer[str]
     boot_id: str
-    def __init__(self, ordinal: _Optional[int] = ..., shards: _Optional[int] = ..., edges: _Optional[int] = ..., groups: _Optional[int] = ..., subscriptions: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ..., group_edges: _Optional[_Mapping[str, int]] = ..., edge_ids: _Optional[_Iterable[str]] = ..., boot_id: _Optional[str] = ...) -> None: ...
+    publish_requests: int
+    members: int
+    def __init__(self, ordinal: _Optional[int] = ..., shards: _Optional[int] = ..., edges: _Optional[int] = ..., groups: _Optional[int] = ..., subscriptions: _Optional[int] = ..., published: _Optional[int] = ..., delivered: _Optional[int] = ..., dropped: _Optional[int] = ..., group_edges: _Optional[_Mapping[str, int]] = ..., edge_ids: _Optional[_Iterable[str]] = ..., boot_id: _Optional[str] = ..., publish_requests: _Optional[int] = ..., members: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ("group", "shards", "channels", "presence")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    shards: int
+    channels: bool
+    presence: bool
+    def __init__(self, group: _Optional[str] = ..., shards: _Optional[int] = ..., channels: _Optional[bool] = ..., presence: _Optional[bool] = ...) -> None: ...
+
+class PresentUser(_message.Message):
+    __slots__ = ("user", "info", "connections")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    info: bytes
+    connections: int
+    def __init__(self, user: _Optional[str] = ..., info: _Optional[bytes] = ..., connections: _Optional[int] = ...) -> None: ...
+
+class MembersReply(_message.Message):
+    __slots__ = ("count", "channels", "present", "presence")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    present: _containers.RepeatedCompositeFieldContainer[PresentUser]
+    presence: bool
+    def __init__(self, count: _Optional[int] = ..., channels: _Optional[_Iterable[str]] = ..., present: _Optional[_Iterable[_Union[PresentUser, _Mapping]]] = ..., presence: _Optional[bool] = ...) -> None: ...
 
 class ReshardRequest(_message.Message):
     __slots__ = ("shards", "topology_epoch")

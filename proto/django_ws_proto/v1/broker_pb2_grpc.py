@@ -54,6 +54,11 @@ class BrokerStub:
                 request_serializer=django__ws__proto_dot_v1_dot_broker__pb2.ReshardRequest.SerializeToString,
                 response_deserializer=django__ws__proto_dot_v1_dot_broker__pb2.ReshardReply.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/django_ws.v1.Broker/Members',
+                request_serializer=django__ws__proto_dot_v1_dot_broker__pb2.MembersRequest.SerializeToString,
+                response_deserializer=django__ws__proto_dot_v1_dot_broker__pb2.MembersReply.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -87,6 +92,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Member count, member channels and presence of a group, from its owner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Reshard,
                     request_deserializer=django__ws__proto_dot_v1_dot_broker__pb2.ReshardRequest.FromString,
                     response_serializer=django__ws__proto_dot_v1_dot_broker__pb2.ReshardReply.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=django__ws__proto_dot_v1_dot_broker__pb2.MembersRequest.FromString,
+                    response_serializer=django__ws__proto_dot_v1_dot_broker__pb2.MembersReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class Broker:
             '/django_ws.v1.Broker/Reshard',
             django__ws__proto_dot_v1_dot_broker__pb2.ReshardRequest.SerializeToString,
             django__ws__proto_dot_v1_dot_broker__pb2.ReshardReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/django_ws.v1.Broker/Members',
+            django__ws__proto_dot_v1_dot_broker__pb2.MembersRequest.SerializeToString,
+            django__ws__proto_dot_v1_dot_broker__pb2.MembersReply.FromString,
             options,
             channel_credentials,
             insecure,

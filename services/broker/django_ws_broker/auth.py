@@ -55,6 +55,7 @@ METHOD_ROLES: Mapping[str, tuple[Role, ...]] = {
     "Publish": (Role.PUBLISHER, Role.EDGE),
     "Stats": (Role.ADMIN,),
     "Reshard": (Role.ADMIN,),
+    "Members": (Role.PUBLISHER, Role.EDGE),
 }
 """The roles allowed each method of the broker service, the first named in refusals; a
 method not listed here (added to the proto later) is refused to everyone until it is

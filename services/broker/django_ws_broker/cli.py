@@ -18,6 +18,10 @@ from django_ws_broker.history import (
     DEFAULT_HISTORY_SECONDS,
     DEFAULT_HISTORY_SIZE,
 )
+from django_ws_broker.membership import (
+    DEFAULT_MAX_GROUP_MEMBERS,
+    DEFAULT_PRESENCE_GRACE_SECONDS,
+)
 from django_ws_broker.server import DEFAULT_MAX_MESSAGE_BYTES, BrokerOptions, TLSFiles, serve
 from django_ws_broker.servicer import DEFAULT_HELLO_TIMEOUT
 from django_ws_broker.shard import (
@@ -145,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HISTORY_BYTES,
         help=f"bytes of history the broker keeps in all (default {DEFAULT_HISTORY_BYTES})",
     )
+    parser.add_argument(
+        "--max-group-members",
+        type=int,
+        default=DEFAULT_MAX_GROUP_MEMBERS,
+        help="members one group may have, over all edges; past it joins are refused "
+        f"(default {DEFAULT_MAX_GROUP_MEMBERS})",
+    )
+    parser.add_argument(
+        "--presence-grace-seconds",
+        type=float,
+        default=DEFAULT_PRESENCE_GRACE_SECONDS,
+        help="how long a user's last connection may be gone before its presence.leave "
+        f"event, so a quick reconnect makes none (default {DEFAULT_PRESENCE_GRACE_SECONDS:g})",
+    )
     parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument(
@@ -190,9 +208,7 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
     elif args.tls_client_ca:
         parser_error("--tls-client-ca needs --tls-cert and --tls-key")
     role_secrets = None
-    given = {
-        role: getattr(args, f"{role}_secrets") for role in ("edge", "publisher", "admin")
-    }
+    given = {role: getattr(args, f"{role}_secrets") for role in ("edge", "publisher", "admin")}
     if any(given.values()):
         missing = [f"--{role}-secrets" for role, path in given.items() if not path]
         if missing:
@@ -221,6 +237,8 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
         history_size=args.history_size,
         history_seconds=args.history_seconds,
         history_bytes=args.history_bytes,
+        max_group_members=args.max_group_members,
+        presence_grace=args.presence_grace_seconds,
         role_secrets=role_secrets,
     )
 

@@ -89,6 +89,30 @@ class ShardCollector(Collector):
             "Publishes re-sent after a reconnect that were applied already: dropped.",
             counters.duplicates,
         )
+        yield counter(
+            "django_ws_broker_publish_requests",
+            "Unary Publish requests served (a bulk send costs one per broker).",
+            counters.publish_requests,
+        )
+        membership = shard.membership
+        yield gauge(
+            "django_ws_broker_members",
+            "Group members reported by edges, over all groups owned here.",
+            membership.count,
+        )
+        presence = CounterMetricFamily(
+            "django_ws_broker_presence_events",
+            "presence.join and presence.leave events announced.",
+            labels=["ordinal", "kind"],
+        )
+        presence.add_metric([*ordinal, "join"], membership.joins)
+        presence.add_metric([*ordinal, "leave"], membership.leaves)
+        yield presence
+        yield counter(
+            "django_ws_broker_members_refused",
+            "Member reports refused (the member limit, a foreign channel, info too large).",
+            membership.refused,
+        )
         resumes = CounterMetricFamily(
             "django_ws_broker_resumes",
             "Edges asking to catch up from a position, by outcome.",

@@ -20,6 +20,10 @@ from django_ws_broker.history import (
     DEFAULT_HISTORY_SIZE,
     History,
 )
+from django_ws_broker.membership import (
+    DEFAULT_MAX_GROUP_MEMBERS,
+    DEFAULT_PRESENCE_GRACE_SECONDS,
+)
 from django_ws_broker.metrics import ShardCollector
 from django_ws_broker.servicer import DEFAULT_HELLO_TIMEOUT, BrokerServicer
 from django_ws_broker.shard import (
@@ -72,7 +76,12 @@ class BrokerOptions:
     history_size: int = DEFAULT_HISTORY_SIZE
     history_seconds: float = DEFAULT_HISTORY_SECONDS
     history_bytes: int = DEFAULT_HISTORY_BYTES
+    max_group_members: int = DEFAULT_MAX_GROUP_MEMBERS
+    presence_grace: float = DEFAULT_PRESENCE_GRACE_SECONDS
 
+
+PRESENCE_TICK_SECONDS = 0.1
+"""How often leaves whose grace period is over are announced."""
 
 PRUNE_SECONDS = 5.0
 """How often expired history and forgotten publishers are cleared away."""
@@ -135,6 +144,8 @@ class Broker:
                 max_bytes=options.history_bytes,
                 max_replay_bytes=options.max_message_bytes // 2,
             ),
+            max_group_members=options.max_group_members,
+            presence_grace=options.presence_grace,
         )
         self.state_file: StateFile | None = None
         if options.state_dir is not None:
@@ -182,14 +193,20 @@ class Broker:
             options.shards,
             options.listen,
             os.getpid(),
-            "role secrets checked" if options.role_secrets else "no role secrets: any caller "
-            "that reaches this address may call anything",
+            "role secrets checked"
+            if options.role_secrets
+            else "no role secrets: any caller that reaches this address may call anything",
         )
 
     async def _prune_forever(self) -> None:
+        since_prune = 0.0
         while True:
-            await asyncio.sleep(PRUNE_SECONDS)
-            self.shard.prune()
+            await asyncio.sleep(PRESENCE_TICK_SECONDS)
+            self.shard.membership.tick()
+            since_prune += PRESENCE_TICK_SECONDS
+            if since_prune >= PRUNE_SECONDS:
+                since_prune = 0.0
+                self.shard.prune()
 
     async def drain_and_stop(self) -> None:
         """Stop without losing what was accepted: apply nothing more (edges keep what

@@ -51,14 +51,16 @@ class _Refusals:
         self.listed: list[broker_pb2.Refusal] = []
         self.count = 0
 
-    def add(self, reason: str, *, group: str = "", channel: str = "") -> None:
+    def add(self, reason: str, *, group: str = "", channel: str = "", member: bool = False) -> None:
         self.count += 1
-        if self.count <= MAX_REFUSALS_LISTED:
+        if self.count <= MAX_REFUSALS_LISTED or member:
+            # A member's refusal is always listed: the edge takes that member back.
             self.listed.append(
                 broker_pb2.Refusal(
                     group=group[:_ECHOED_NAME_LENGTH],
                     channel=channel[:_ECHOED_NAME_LENGTH],
                     reason=reason,
+                    member=member,
                 )
             )
 
@@ -198,6 +200,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             if reason is not None:
                 refusals.add(reason, group=group)
         recovered = [shard.resume(edge, resume) for resume in frame.resume]
+        for member in frame.members:
+            reason = shard.member(edge, member)
+            if reason is not None:
+                refusals.add(reason, group=member.group, channel=member.channel, member=True)
         acked = edge.acked
         edge_id = edge.edge_id
         for publish in frame.publish:
@@ -287,6 +293,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         if self.draining:
             # Not applied: the caller retries, and finds the broker that comes next.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "broker is draining")
+        self.shard.counters.publish_requests += 1
         refusals = _Refusals()
         accepted = 0
         publisher = request.publisher
@@ -337,6 +344,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             dropped=shard.counters.dropped_queue_full,
             edge_ids=sorted(shard.edges),
             boot_id=self.boot_id,
+            publish_requests=shard.counters.publish_requests,
+            members=shard.membership.count,
         )
         if request.include_groups:
             for group, subscribers in shard.groups.items():
@@ -361,3 +370,17 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         for edge in list(self._streams):
             self.shard.offer_control(edge, welcome)
         return broker_pb2.ReshardReply(shards=self.shard.shards, released_groups=released)
+
+    async def Members(
+        self, request: broker_pb2.MembersRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.MembersReply:
+        if request.shards and request.shards != self.shard.shards:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the caller expects {request.shards} shards, this broker has "
+                f"{self.shard.shards}: check the shard count in the settings",
+            )
+        reason = self.shard.check_group(request.group)
+        if reason is not None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, reason)
+        return self.shard.membership.answer(request)

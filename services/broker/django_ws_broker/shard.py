@@ -15,6 +15,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from django_ws_broker.history import History
+from django_ws_broker.membership import (
+    DEFAULT_MAX_GROUP_MEMBERS,
+    DEFAULT_PRESENCE_GRACE_SECONDS,
+    Membership,
+)
 from django_ws_proto.names import MAX_NAME_LENGTH, channel_name_error, group_name_error
 from django_ws_proto.ring import ShardRing
 from django_ws_proto.v1 import broker_pb2
@@ -154,6 +159,7 @@ class ShardCounters:
     duplicates: int = 0
     resumed: int = 0
     resume_lost: int = 0
+    publish_requests: int = 0
 
 
 class NotOwner(Exception):
@@ -174,6 +180,8 @@ class ShardState:
         max_groups_per_edge: int = DEFAULT_MAX_GROUPS_PER_EDGE,
         topology_epoch: int = 0,
         history: History | None = None,
+        max_group_members: int = DEFAULT_MAX_GROUP_MEMBERS,
+        presence_grace: float = DEFAULT_PRESENCE_GRACE_SECONDS,
     ) -> None:
         if not 0 <= ordinal < shards:
             raise ValueError(f"ordinal {ordinal} is outside 0..{shards - 1} for {shards} shards")
@@ -197,6 +205,11 @@ class ShardState:
         # Unary publishers (plain Django processes) may retry concurrently sent
         # requests in any order: a window of the seqs seen recently, per publisher.
         self._unary_seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Who is in each owned group, as edges report it (counts, lists, presence);
+        # presence events go out as group messages, numbered in the group's order.
+        self.membership = Membership(
+            self._emit, max_group_members=max_group_members, grace=presence_grace
+        )
 
     @property
     def shards(self) -> int:
@@ -222,6 +235,7 @@ class ShardState:
         if edge.closed:
             return
         edge.closed = True
+        self.membership.drop_edge(edge.edge_id)
         for group in edge.groups:
             self._drop_subscriber(group, edge)
         edge.groups.clear()
@@ -296,6 +310,18 @@ class ShardState:
                 self.counters.resume_lost += 1
         return answer
 
+    def member(self, edge: EdgeStream, member: broker_pb2.Member) -> str | None:
+        """Apply a member change an edge reported; the refusal reason, if any."""
+        reason = REPLACED if edge.closed else self.check_group(member.group)
+        if reason is None:
+            reason = self.membership.apply(edge.edge_id, member)
+        if reason is not None:
+            self.counters.refused += 1
+        return reason
+
+    def _emit(self, group: str, event: broker_pb2.Event) -> None:
+        self.publish(broker_pb2.Publish(group=group, event=event, sent_at=time.time()))
+
     def accept_seq(self, publisher: str, seq: int, *, stream: bool) -> bool:
         """Whether a publish numbered ``seq`` by ``publisher`` is new (to be applied);
         False for one already applied, which is counted and skipped."""
@@ -354,6 +380,7 @@ class ShardState:
             event=publish.event,
             trace=publish.trace,
             sent_at=publish.sent_at,
+            exclude=publish.exclude,
         )
         self.history.append(publish.group, delivery, size)
         subscribers = self.groups.get(publish.group)
@@ -419,6 +446,7 @@ class ShardState:
                 edge.groups.discard(group)
         for group in [g for g in self.history.logs if self.ring.owner(g) != self.ordinal]:
             self.history.forget(group)
+        self.membership.release(lambda group: self.ring.owner(group) == self.ordinal)
         return len(released)
 
     # Saving and loading --------------------------------------------------------------
