@@ -175,8 +175,7 @@ def check_carried_over(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             Warning(
                 "CHANNEL_LAYERS and WEBSOCKET_TRANSPORT_BACKENDS are both set: django-ws "
                 "uses WEBSOCKET_TRANSPORT_BACKENDS and ignores CHANNEL_LAYERS",
-                hint="delete CHANNEL_LAYERS once WEBSOCKET_TRANSPORT_BACKENDS says what it "
-                "should",
+                hint="delete CHANNEL_LAYERS once WEBSOCKET_TRANSPORT_BACKENDS says what it should",
                 id="django_ws.W004",
             )
         )

@@ -36,6 +36,8 @@ CHANNELS_IN_MEMORY = "channels.layers.InMemoryChannelLayer"
 CHANNELS_REDIS = frozenset(
     {"channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"}
 )
+
+
 def carried_config_keys() -> frozenset[str]:
     """The CONFIG keys of a Channels layer kept here: those django-ws reads (Channels'
     ``capacity``, ``expiry`` and ``group_expiry`` among them); others are dropped and
@@ -87,3 +89,9 @@ def allowed_origins() -> list[str] | None:
 def server_option(name: str, default: Any) -> Any:
     """A value from ``WEBSOCKET_SERVER`` (limits and timeouts of the edge)."""
     return getattr(settings, "WEBSOCKET_SERVER", {}).get(name, default)
+
+
+def user_groups_enabled() -> bool:
+    """``WEBSOCKET_USER_GROUPS`` (default True): authenticated consumers join their
+    user's group, so ``user_send()`` reaches every connection of that user."""
+    return bool(getattr(settings, "WEBSOCKET_USER_GROUPS", True))

@@ -25,6 +25,7 @@ from django_ws_client.exceptions import (
 )
 from django_ws_client.groups import GroupMessage
 from django_ws_client.positions import GAP_EVENT_TYPE, format_position
+from django_ws_client.presence import PRESENCE_TYPES, default_info, require_presence, user_group
 from django_ws_proto.names import handler_name
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class AsyncConsumer:
         name = handler_name(event_type)
         handler = getattr(self, name, None) if not name.startswith("_") else None
         if handler is None:
+            if event_type in PRESENCE_TYPES:
+                return None  # presence events are for consumers that want them
             if event_type == GAP_EVENT_TYPE:
                 logger.info(
                     "%s on %s may have missed events of %r (%s); define group_gap() to "
@@ -156,15 +159,49 @@ class AsyncConsumer:
         position = self.base_port.position(group)
         return None if position is None else format_position(*position)
 
+    def presence_info(self) -> dict[str, Any] | None:
+        """The info dict this connection joins presence groups with. By default the id
+        and display name of the authenticated ``scope["user"]``; None (anonymous)
+        makes each connection its own entry. Override to add (small) fields."""
+        return default_info(self.scope)
+
+    def own_groups(self) -> list[tuple[str, bool]]:
+        """(group, presence) for the groups joined on connect: the user's own group
+        (``user_send``; unless ``WEBSOCKET_USER_GROUPS = False``), ``groups`` and
+        ``presence_groups``."""
+        from django_ws_client.conf import user_groups_enabled
+
+        joined: list[tuple[str, bool]] = []
+        user = self.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False) and user_groups_enabled():
+            joined.append((user_group(user), False))
+        joined.extend((group, False) for group in getattr(self, "groups", ()))
+        joined.extend((group, True) for group in getattr(self, "presence_groups", ()))
+        return joined
+
+    async def join_own_groups(self) -> None:
+        layer = self.channel_layer
+        layer.set_presence_info(self.channel_name, self.presence_info())
+        for group, presence in self.own_groups():
+            if presence:
+                require_presence(layer.config, group, self.channel_layer_alias)
+            await layer.group_add(group, self.channel_name)
+
+    async def leave_own_groups(self) -> None:
+        for group, _presence in self.own_groups():
+            await self.channel_layer.group_discard(group, self.channel_name)
+
 
 class AsyncWebsocketConsumer(AsyncConsumer):
     """A websocket consumer with async handlers (Channels' ``AsyncWebsocketConsumer``)."""
 
     groups: ClassVar[list[str] | tuple[str, ...]] = ()
+    presence_groups: ClassVar[list[str] | tuple[str, ...]] = ()
+    """Groups joined on connect with presence (each must match the layer's
+    ``CONFIG['presence_groups']``; system check ``django_ws.E020``)."""
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self.join_own_groups()
         try:
             await self.connect()
         except AcceptConnection:
@@ -210,8 +247,7 @@ class AsyncWebsocketConsumer(AsyncConsumer):
         await self.base_port.close(code, reason)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        for group in self.groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.leave_own_groups()
         await self.disconnect(message["code"])
         raise StopConsumer()
 
@@ -262,10 +298,10 @@ class WebsocketConsumer(SyncConsumer):
     """A websocket consumer with sync handlers (Channels' ``WebsocketConsumer``)."""
 
     groups: ClassVar[list[str] | tuple[str, ...]] = ()
+    presence_groups: ClassVar[list[str] | tuple[str, ...]] = ()
 
     def websocket_connect(self, message: dict[str, Any]) -> None:
-        for group in self.groups:
-            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+        async_to_sync(self.join_own_groups)()
         try:
             self.connect()
         except AcceptConnection:
@@ -306,8 +342,7 @@ class WebsocketConsumer(SyncConsumer):
         async_to_sync(self.base_port.close)(code, reason)
 
     def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        for group in self.groups:
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+        async_to_sync(self.leave_own_groups)()
         self.disconnect(message["code"])
         raise StopConsumer()
 

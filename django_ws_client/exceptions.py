@@ -68,3 +68,11 @@ class HandshakeRejected(Exception):
 class GroupRefused(BrokerRefused):
     """The broker refused to subscribe this worker to a group (a subscription limit,
     a bad name): its members would never receive, so ``group_add`` raises this."""
+
+
+class PresenceNotEnabled(ValueError):
+    """Presence asked of a group that did not opt in (``CONFIG['presence_groups']``)."""
+
+
+class PresenceInfoTooLarge(ValueError):
+    """A presence info dict larger than ``CONFIG['presence_info_bytes']``."""

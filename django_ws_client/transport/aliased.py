@@ -11,10 +11,14 @@ need nothing: they are unique whoever uses them.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from django_ws_client.transport.base import ChannelLayer
 from django_ws_proto.names import require_group_name
+
+if TYPE_CHECKING:
+    from django_ws_client.presence import Present
 
 
 def group_prefix(alias: str) -> str:
@@ -35,14 +39,29 @@ class AliasedLayer(ChannelLayer):
         require_group_name(group)  # the caller's name, checked before the prefix
         return self.prefix + group
 
-    async def group_add(self, group: str, channel: Any) -> None:
-        await self.inner.group_add(self._group(group), channel)
+    async def group_add(self, group: str, channel: Any, **kwargs: Any) -> None:
+        await self.inner.group_add(self._group(group), channel, **kwargs)
 
     async def group_discard(self, group: str, channel: Any) -> None:
         await self.inner.group_discard(self._group(group), channel)
 
-    async def group_send(self, group: str, message: Any) -> None:
-        await self.inner.group_send(self._group(group), message)
+    async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
+        await self.inner.group_send(self._group(group), message, exclude=exclude)
+
+    async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
+        await self.inner.group_send_many((self._group(g), m) for g, m in messages)
+
+    async def group_size(self, group: str) -> int:
+        return await self.inner.group_size(self._group(group))
+
+    async def group_channels(self, group: str) -> list[str]:
+        return await self.inner.group_channels(self._group(group))
+
+    async def group_presence(self, group: str) -> list[Present]:
+        return await self.inner.group_presence(self._group(group))
+
+    def set_presence_info(self, channel: Any, info: dict[str, Any] | None) -> None:
+        self.inner.set_presence_info(channel, info)
 
     async def send(self, channel: str, message: Any) -> None:
         await self.inner.send(channel, message)

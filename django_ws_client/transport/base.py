@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django_ws_client.exceptions import LifecycleEventRefused
 from django_ws_client.groups import GroupMessage
@@ -20,12 +20,25 @@ from django_ws_proto import codec
 from django_ws_proto.names import require_channel_name, require_group_name
 from django_ws_proto.v1 import broker_pb2
 
+if TYPE_CHECKING:
+    from django_ws_client.presence import Present
+
 
 def channel_of(target: Any) -> str:
     """A channel name from a channel name or from a consumer (the seed's
     ``group_add(group, self)``)."""
     name = getattr(target, "channel_name", target)
     return require_channel_name(name)
+
+
+def exclude_list(exclude: Any) -> list[str]:
+    """The channel names ``group_send(..., exclude=...)`` names: one channel (or
+    consumer), or an iterable of them."""
+    if exclude is None:
+        return []
+    if isinstance(exclude, str) or hasattr(exclude, "channel_name"):
+        return [channel_of(exclude)]
+    return [channel_of(item) for item in exclude]
 
 
 LIFECYCLE_PREFIX = "websocket."
@@ -53,10 +66,12 @@ def _type_of(event: Any) -> object:
 class ChannelLayer(ABC):
     """Group and channel messaging, as Channels' layers offer it."""
 
-    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    extensions: ClassVar[list[str]] = ["groups", "flush", "members", "presence"]
 
     def __init__(self, config: TransportConfig) -> None:
         self.config = config
+        # channel -> presence info dict its consumer joins presence groups with
+        self.presence_infos: dict[str, dict[str, Any] | None] = {}
         self.capacity = config.capacity
         self.expiry = config.expiry
         self.group_expiry = config.group_expiry
@@ -99,8 +114,51 @@ class ChannelLayer(ABC):
         """Remove a channel (or a consumer) from a group; a no-op if it is not in it."""
 
     @abstractmethod
-    async def group_send(self, group: str, message: Any) -> None:
-        """Send an event to every member of a group, wherever it is connected."""
+    async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
+        """Send an event to every member of a group, wherever it is connected, but
+        the channels (or consumers) in ``exclude`` (one, or a list)."""
+
+    async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """Send many (group, event) pairs at once: one request per broker."""
+        for group, message in messages:
+            await self.group_send(group, message)
+
+    async def user_send(self, user_or_id: Any, message: Any, *, exclude: Any = None) -> None:
+        """Send an event to every connection of a user (a user object or its pk),
+        wherever it is connected: the user's group (``user.<pk>``)."""
+        from django_ws_client.presence import user_group
+
+        await self.group_send(user_group(user_or_id), message, exclude=exclude)
+
+    async def group_size(self, group: str) -> int:
+        """How many channels are in ``group`` across the cluster (its owner counts)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count group members")
+
+    async def group_channels(self, group: str) -> list[str]:
+        """The channels in ``group`` across the cluster."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list group members")
+
+    async def group_presence(self, group: str) -> list[Present]:
+        """Who is present in ``group`` (it must have opted in to presence): one entry
+        per user with their info dict and connection count."""
+        raise NotImplementedError(f"{type(self).__name__} has no presence")
+
+    def set_presence_info(self, channel: Any, info: dict[str, Any] | None) -> None:
+        """The info dict ``channel`` joins presence groups with (None: anonymous).
+        Consumers set it from ``presence_info()`` when they connect."""
+        from django_ws_client.presence import encode_info
+
+        encode_info(self.config, info)  # too large or not a dict: said here, at once
+        self.presence_infos[channel_of(channel)] = info
+
+    def presence_member(self, group: str, channel: str) -> tuple[bool, str, bytes]:
+        """(presence, user key, info JSON) for ``channel`` joining ``group``."""
+        from django_ws_client.presence import encode_info, is_presence_group
+
+        if not is_presence_group(self.config, group):
+            return False, "", b""
+        user, info = encode_info(self.config, self.presence_infos.get(channel))
+        return True, user, info
 
     @abstractmethod
     async def send(self, channel: str, message: Any) -> None:

@@ -51,6 +51,8 @@ CONFIG_KEYS = frozenset(
         "publish_timeout",
         "max_pending_publishes",
         "max_pending_bytes",
+        "presence_groups",
+        "presence_info_bytes",
     }
 )
 """The keys CONFIG understands; others are kept in ``TransportConfig.extra``."""
@@ -70,6 +72,12 @@ DEFAULT_MAX_PENDING_PUBLISHES = 10_000
 
 DEFAULT_MAX_PENDING_BYTES = 64 * 1024 * 1024
 """Bytes of publishes to one broker kept until it acknowledges them; past it, sends wait."""
+
+DEFAULT_PRESENCE_INFO_BYTES = 1024
+"""Largest presence info dict (as compact JSON) a member may join with."""
+
+MAX_PRESENCE_INFO_BYTES = 16 * 1024
+"""The most ``presence_info_bytes`` may be: what the broker keeps per member."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,9 @@ class TransportConfig:
     publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT
     max_pending_publishes: int = DEFAULT_MAX_PENDING_PUBLISHES
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    presence_groups: tuple[str, ...] = ()
+    """Glob patterns (``fnmatch``) of the groups that opted in to presence."""
+    presence_info_bytes: int = DEFAULT_PRESENCE_INFO_BYTES
     embedded: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -323,6 +334,24 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
                 f"{setting}[{key!r}] must be an int >= {floor}, got {value!r}"
             )
         pending[key] = value
+    presence_groups = config.get("presence_groups", ())
+    if isinstance(presence_groups, str) or not all(
+        isinstance(p, str) and p for p in presence_groups
+    ):
+        raise InvalidChannelLayerError(
+            f"{setting}['presence_groups'] must be a list of group names or glob patterns "
+            f"(e.g. ['chat_*']), got {presence_groups!r}"
+        )
+    info_bytes = config.get("presence_info_bytes", DEFAULT_PRESENCE_INFO_BYTES)
+    if (
+        not isinstance(info_bytes, int)
+        or isinstance(info_bytes, bool)
+        or not 2 <= info_bytes <= MAX_PRESENCE_INFO_BYTES
+    ):
+        raise InvalidChannelLayerError(
+            f"{setting}['presence_info_bytes'] must be an int from 2 to "
+            f"{MAX_PRESENCE_INFO_BYTES} (what the broker keeps per member), got {info_bytes!r}"
+        )
     return TransportConfig(
         brokers=brokers,
         shards=shards,
@@ -338,6 +367,8 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         publish_timeout=_number(config, "publish_timeout", DEFAULT_PUBLISH_TIMEOUT, setting),
         max_pending_publishes=pending["max_pending_publishes"],
         max_pending_bytes=pending["max_pending_bytes"],
+        presence_groups=tuple(presence_groups),
+        presence_info_bytes=info_bytes,
         embedded=embedded,
         extra={k: v for k, v in config.items() if k not in CONFIG_KEYS},
     )

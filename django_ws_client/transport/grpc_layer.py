@@ -12,17 +12,21 @@ publisher id and a sequence number, so the broker applies a retried publish once
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import secrets
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 from opentelemetry.trace import SpanKind
 
 from django_ws_client.exceptions import BrokerRefused, BrokerUnavailable
+from django_ws_client.presence import Present, decode_present, require_presence
 from django_ws_client.tracing import inject_trace, span
-from django_ws_client.transport.base import ChannelLayer, channel_of
+from django_ws_client.transport.base import ChannelLayer, channel_of, exclude_list
 from django_ws_client.transport.channels import SyncChannelPool
 from django_ws_client.transport.config import TransportConfig, parse_config
 from django_ws_proto import codec
@@ -47,11 +51,13 @@ class GRPCTransportLayer(ChannelLayer):
     def _stub(self, ordinal: int) -> broker_pb2_grpc.BrokerStub:
         return broker_pb2_grpc.BrokerStub(self._pool.get(self.config.address_for(ordinal)))
 
-    async def _publish(self, ordinal: int, publish: broker_pb2.Publish) -> None:
-        """Publish, waiting for an unreachable broker up to ``publish_timeout``."""
-        publish.seq = next(self._seqs)
+    async def _publish(self, ordinal: int, *publishes: broker_pb2.Publish) -> None:
+        """Publish (one request however many), waiting for an unreachable broker up to
+        ``publish_timeout``."""
+        for publish in publishes:
+            publish.seq = next(self._seqs)
         request = broker_pb2.PublishRequest(
-            publish=[publish], shards=self.ring.shards, publisher=self.publisher
+            publish=publishes, shards=self.ring.shards, publisher=self.publisher
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout
@@ -137,11 +143,53 @@ class GRPCTransportLayer(ChannelLayer):
         inject_trace(publish.trace)
         return publish
 
-    async def group_send(self, group: str, message: Any) -> None:
+    async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
         require_group_name(group)
         with span("django_ws group_send", SpanKind.PRODUCER, group=group):
             publish = self._make_publish(group=group, event=message)
+            publish.exclude.extend(exclude_list(exclude))
             await self._publish(self.ring.owner(group), publish)
+
+    async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """Many (group, event) pairs in one request per broker, sent concurrently."""
+        by_owner: dict[int, list[broker_pb2.Publish]] = defaultdict(list)
+        for group, message in messages:
+            require_group_name(group)
+            by_owner[self.ring.owner(group)].append(self._make_publish(group=group, event=message))
+        with span("django_ws group_send_many", SpanKind.PRODUCER):
+            await asyncio.gather(
+                *(self._publish(ordinal, *publishes) for ordinal, publishes in by_owner.items())
+            )
+
+    async def _members(
+        self, group: str, *, channels: bool = False, presence: bool = False
+    ) -> broker_pb2.MembersReply:
+        require_group_name(group)
+        ordinal = self.ring.owner(group)
+        request = broker_pb2.MembersRequest(
+            group=group, shards=self.ring.shards, channels=channels, presence=presence
+        )
+        future = self._stub(ordinal).Members.future(
+            request,
+            timeout=self.config.timeout,
+            wait_for_ready=True,
+        )
+        try:
+            reply: broker_pb2.MembersReply = await asyncio.wrap_future(_as_future(future))
+        except grpc.RpcError as exc:
+            raise self._error(ordinal, exc) from None
+        return reply
+
+    async def group_size(self, group: str) -> int:
+        return (await self._members(group)).count
+
+    async def group_channels(self, group: str) -> list[str]:
+        return list((await self._members(group, channels=True)).channels)
+
+    async def group_presence(self, group: str) -> list[Present]:
+        require_presence(self.config, group)
+        reply = await self._members(group, presence=True)
+        return [decode_present(p.user, p.info, p.connections) for p in reply.present]
 
     async def send(self, channel: str, message: Any) -> None:
         channel = channel_of(channel)
@@ -163,3 +211,17 @@ class GRPCTransportLayer(ChannelLayer):
 
     async def close(self) -> None:
         self._pool.close()
+
+
+def _as_future(call: Any) -> concurrent.futures.Future[Any]:
+    """A gRPC future as a concurrent.futures one, for ``asyncio.wrap_future``."""
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def transfer(done: Any) -> None:
+        try:
+            result.set_result(done.result())
+        except Exception as exc:
+            result.set_exception(exc)
+
+    call.add_done_callback(transfer)
+    return result

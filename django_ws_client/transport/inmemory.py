@@ -20,7 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django_ws_client.exceptions import ChannelFull
-from django_ws_client.transport.base import ChannelLayer, channel_of, event_from_wire
+from django_ws_client.presence import Present, encode_info, require_presence
+from django_ws_client.transport.base import (
+    ChannelLayer,
+    channel_of,
+    event_from_wire,
+    exclude_list,
+)
 from django_ws_client.transport.config import TransportConfig, parse_config
 from django_ws_proto import codec
 from django_ws_proto.names import require_group_name
@@ -72,8 +78,14 @@ class InMemoryChannelLayer(ChannelLayer):
         queue = self.channels.setdefault(channel_of(channel), asyncio.Queue(maxsize=self.capacity))
         return await queue.get()
 
-    async def group_add(self, group: str, channel: Any) -> None:
-        self.groups.setdefault(require_group_name(group), set()).add(channel_of(channel))
+    async def group_add(
+        self, group: str, channel: Any, *, info: dict[str, Any] | None = None
+    ) -> None:
+        name = channel_of(channel)
+        if info is not None:
+            self.set_presence_info(name, info)
+        self.presence_member(require_group_name(group), name)  # too large: refused here
+        self.groups.setdefault(group, set()).add(name)
 
     async def group_discard(self, group: str, channel: Any) -> None:
         members = self.groups.get(require_group_name(group))
@@ -82,13 +94,35 @@ class InMemoryChannelLayer(ChannelLayer):
             if not members:
                 del self.groups[group]
 
-    async def group_send(self, group: str, message: Any) -> None:
+    async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
         require_group_name(group)
         self.encode_event(message)  # refuse a bad event even when the group is empty
+        excluded = set(exclude_list(exclude))
         for channel in list(self.groups.get(group, ())):
+            if channel in excluded:
+                continue
             # As in Channels: a full member does not fail the group send.
             with contextlib.suppress(ChannelFull):
                 self._deliver(channel, message)
+
+    async def group_size(self, group: str) -> int:
+        return len(self.groups.get(require_group_name(group), ()))
+
+    async def group_channels(self, group: str) -> list[str]:
+        return sorted(self.groups.get(require_group_name(group), ()))
+
+    async def group_presence(self, group: str) -> list[Present]:
+        """Who is present, from the info dicts members joined with (this layer sends
+        no presence events: it has no broker to coalesce them)."""
+        require_presence(self.config, require_group_name(group))
+        users: dict[str, Present] = {}
+        for channel in sorted(self.groups.get(group, ())):
+            info = self.presence_infos.get(channel)
+            user, _ = encode_info(self.config, info)
+            key = user or channel
+            seen = users.get(key)
+            users[key] = Present(key, dict(info or {}), 1 if seen is None else seen.connections + 1)
+        return list(users.values())
 
     async def flush(self) -> None:
         self.groups.clear()

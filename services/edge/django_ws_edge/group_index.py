@@ -53,6 +53,10 @@ class GroupIndex:
                 emptied.append(group)
         return emptied
 
+    def has(self, group: str, channel: str) -> bool:
+        members = self._members.get(group)
+        return members is not None and channel in members
+
     def members(self, group: str) -> Iterable[str]:
         """The local channels in ``group`` (a snapshot, safe to iterate while changing)."""
         members = self._members.get(group)

@@ -22,6 +22,7 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
@@ -29,11 +30,13 @@ from opentelemetry.trace import SpanKind
 from django_ws_client.connection import BufferBudget, Position
 from django_ws_client.exceptions import BrokerUnavailable, ChannelFull, GroupRefused
 from django_ws_client.positions import GAP_EVENT_TYPE, GAP_REASONS, parse_position
+from django_ws_client.presence import Present, decode_present, require_presence
 from django_ws_client.tracing import inject_trace, span, tracer, tracing_enabled
 from django_ws_client.transport.base import (
     ChannelLayer,
     channel_of,
     event_from_wire,
+    exclude_list,
     is_lifecycle_type,
 )
 from django_ws_client.transport.config import TransportConfig
@@ -88,8 +91,16 @@ class EdgeChannelLayer(ChannelLayer):
         self._welcomed: dict[int, str] = {}
         self.tally = metrics.Tally()  # ordinal -> boot id of its current stream
         self.links: list[BrokerLink] = []
+        # Members that joined while their broker's link was down: the next hello
+        # announces them (the others it restores silently); and members the broker
+        # refused (a limit), for the group_add that waits to raise.
+        self._unannounced: set[tuple[str, str]] = set()
+        self._member_refusals: dict[tuple[str, str], str] = {}
         self._handlers = LinkHandlers(
-            resumes_owned=self._resumes_owned, on_frame=self._on_frame, on_state=self._on_state
+            resumes_owned=self._resumes_owned,
+            members_owned=self._members_owned,
+            on_frame=self._on_frame,
+            on_state=self._on_state,
         )
         for ordinal in range(config.shards):
             self.links.append(self._make_link(ordinal))
@@ -135,8 +146,11 @@ class EdgeChannelLayer(ChannelLayer):
     def unregister(self, channel: str) -> None:
         """Forget a finished connection and take it out of all its groups."""
         self.connections.pop(channel, None)
+        self.presence_infos.pop(channel, None)
         for held in self._member_held.values():
             held.pop(channel, None)
+        for group in self.index.groups_of(channel):
+            self._report_left(group, channel)
         for group in self.index.remove_channel(channel):
             self._unsubscribe(group)
         metrics.LOCAL_GROUPS.set(len(self.index))
@@ -164,6 +178,40 @@ class EdgeChannelLayer(ChannelLayer):
 
     def _link_for(self, group: str) -> BrokerLink:
         return self.links[self.ring.owner(group)]
+
+    def _member(self, group: str, channel: str, *, restored: bool) -> broker_pb2.Member:
+        presence, user, info = self.presence_member(group, channel)
+        return broker_pb2.Member(
+            group=group,
+            channel=channel,
+            user=user,
+            info=info,
+            presence=presence,
+            restored=restored,
+        )
+
+    def _report_joined(self, group: str, channel: str) -> None:
+        if not self._link_for(group).member(self._member(group, channel, restored=False)):
+            self._unannounced.add((group, channel))
+
+    def _report_left(self, group: str, channel: str) -> None:
+        self._unannounced.discard((group, channel))
+        self._link_for(group).member(broker_pb2.Member(group=group, channel=channel, left=True))
+
+    def _members_owned(self, ordinal: int) -> list[broker_pb2.Member]:
+        """Every member of the groups broker ``ordinal`` owns, for a hello: those the
+        broker heard of before are restored (no presence event)."""
+        members = []
+        for group in self._groups_owned(ordinal):
+            for channel in self.index.members(group):
+                key = (group, channel)
+                members.append(self._member(group, channel, restored=key not in self._unannounced))
+                self._unannounced.discard(key)
+        return members
+
+    def _restore_members(self, link: BrokerLink, group: str) -> None:
+        for channel in self.index.members(group):
+            link.member(self._member(group, channel, restored=True))
 
     def _groups_owned(self, ordinal: int) -> list[str]:
         return [group for group in self.index.groups() if self.ring.owner(group) == ordinal]
@@ -194,7 +242,14 @@ class EdgeChannelLayer(ChannelLayer):
 
     # Channel layer API ---------------------------------------------------------------
 
-    async def group_add(self, group: str, channel: Any, *, since: str | None = None) -> None:
+    async def group_add(
+        self,
+        group: str,
+        channel: Any,
+        *,
+        since: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         """Add a channel to a group; with ``since`` (a position this channel's client
         got from ``group_position()``), first dispatch to it what the group received
         after that position, or a ``group.gap`` event when that cannot be done.
@@ -211,8 +266,12 @@ class EdgeChannelLayer(ChannelLayer):
             return
         if name not in self.connections and name not in self._queues:
             return  # the connection already finished: joining would leak membership
+        if info is not None:
+            self.set_presence_info(name, info)
+        self.presence_member(group, name)  # an info dict too large is refused here
         position = None if since is None else self._position_or_gap(group, name, since)
         link = self._link_for(group)
+        joined = not self.index.has(group, name)
         first = self.index.add(group, name)
         waiter: asyncio.Future[None] | None = None
         if first or position is not None:
@@ -231,9 +290,14 @@ class EdgeChannelLayer(ChannelLayer):
                 waiter.add_done_callback(functools.partial(self._subscribed, group))
             epoch, offset = position or (0, 0)
             link.resume(broker_pb2.Resume(group=group, epoch=epoch, offset=offset, request=request))
+        if joined:
+            self._report_joined(group, name)
         # As with Channels, once group_add returns the channel receives the group's
-        # messages: wait until the broker has the subscription (once per worker).
+        # messages: wait until the broker has the subscription (once per worker), and
+        # has counted the member (one barrier for all the joins of a tick).
         waiter = waiter or self._subscribing.get(group)
+        if waiter is None and joined and link.up:
+            waiter = link.barrier()
         if waiter is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), self.config.timeout)
@@ -242,6 +306,9 @@ class EdgeChannelLayer(ChannelLayer):
             except GroupRefused:
                 await self.group_discard(group, name)
                 raise
+        refused = self._member_refusals.pop((group, name), None)
+        if refused is not None:
+            raise GroupRefused(f"broker {link.ordinal} refused {name} in {group!r}: {refused}")
 
     def _position_or_gap(self, group: str, channel: str, since: str) -> tuple[int, int] | None:
         """The position a client handed back, or None after telling its consumer that
@@ -268,19 +335,58 @@ class EdgeChannelLayer(ChannelLayer):
         held = self._member_held.get(group)
         if held is not None:
             held.pop(name, None)
+        if self.index.has(group, name):
+            self._report_left(group, name)
         if self.index.discard(group, name):
             self._unsubscribe(group)
             metrics.LOCAL_GROUPS.set(len(self.index))
 
-    async def group_send(self, group: str, message: Any) -> None:
+    async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
         require_group_name(group)
         publish = broker_pb2.Publish(
-            group=group, event=self.encode_event(message), sent_at=time.time()
+            group=group,
+            event=self.encode_event(message),
+            sent_at=time.time(),
+            exclude=exclude_list(exclude),
         )
         self.tally.group_sends += 1
         with span("django_ws group_send", SpanKind.PRODUCER, group=group):
             inject_trace(publish.trace)
             await self._link_for(group).publish(publish)
+
+    async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """Many (group, event) pairs: queued together, they leave in one frame per
+        broker (a frame holds up to 4 MiB of publishes)."""
+        publishes = []
+        for group, message in messages:
+            require_group_name(group)
+            publishes.append(
+                broker_pb2.Publish(
+                    group=group, event=self.encode_event(message), sent_at=time.time()
+                )
+            )
+        self.tally.group_sends += len(publishes)
+        for publish in publishes:
+            await self._link_for(publish.group).publish(publish)
+
+    async def _ask_members(
+        self, group: str, *, channels: bool = False, presence: bool = False
+    ) -> broker_pb2.MembersReply:
+        require_group_name(group)
+        return await self._link_for(group).members(
+            broker_pb2.MembersRequest(group=group, channels=channels, presence=presence)
+        )
+
+    async def group_size(self, group: str) -> int:
+        return (await self._ask_members(group)).count
+
+    async def group_channels(self, group: str) -> list[str]:
+        return list((await self._ask_members(group, channels=True)).channels)
+
+    async def group_presence(self, group: str) -> list[Present]:
+        require_presence(self.config, group)
+        reply = await self._ask_members(group, presence=True)
+        return [decode_present(p.user, p.info, p.connections) for p in reply.present]
 
     async def send(self, channel: str, message: Any) -> None:
         name = channel_of(channel)
@@ -320,6 +426,8 @@ class EdgeChannelLayer(ChannelLayer):
                 frame.dropped,
             )
         for refusal in frame.refusals:
+            if refusal.member:
+                self._member_refused(refusal.group, refusal.channel, refusal.reason)
             logger.error(
                 "broker %d refused an operation on %r: %s",
                 ordinal,
@@ -336,6 +444,19 @@ class EdgeChannelLayer(ChannelLayer):
         # which the broker applied everything.
         for recovered in frame.recovered:
             self._on_recovered(ordinal, recovered)
+
+    def _member_refused(self, group: str, channel: str, reason: str) -> None:
+        """The broker would not count a member (a limit): it is no member here either,
+        and the group_add waiting for it raises."""
+        self._member_refusals[(group, channel)] = reason
+        if len(self._member_refusals) > 10_000:  # nobody waited for those: forget them
+            self._member_refusals.clear()
+        held = self._member_held.get(group)
+        if held is not None:
+            held.pop(channel, None)
+        if self.index.discard(group, channel):
+            self._unsubscribe(group)
+            metrics.LOCAL_GROUPS.set(len(self.index))
 
     # Positions and catching up ---------------------------------------------------------
 
@@ -417,6 +538,8 @@ class EdgeChannelLayer(ChannelLayer):
             )
 
     def _deliver_one(self, channel: str, delivery: broker_pb2.Delivery) -> None:
+        if delivery.exclude and channel in delivery.exclude:
+            return
         try:
             decoded = codec.decode(delivery.event)
         except ValueError:
@@ -459,6 +582,7 @@ class EdgeChannelLayer(ChannelLayer):
             link = self.links[ordinal]
             for group in self._groups_owned(ordinal):
                 link.subscribe(group)
+                self._restore_members(link, group)
 
     def reshard(self, shards: int) -> int:
         """Move to ``shards`` brokers: route every local group to its owner under the
@@ -483,6 +607,7 @@ class EdgeChannelLayer(ChannelLayer):
                 # The new owner numbers the group's messages in its own epoch.
                 self.cursors.pop(group, None)
                 self.links[new].subscribe(group)
+                self._restore_members(self.links[new], group)
         for link in self.links:
             link.shards = shards
         leaving, self.links = self.links[shards:], self.links[:shards]
@@ -583,7 +708,12 @@ class EdgeChannelLayer(ChannelLayer):
             size = len(delivery.event.body)
             position = (delivery.group, delivery.epoch, delivery.offset)
             held = self._member_held.get(delivery.group) if self._member_held else None
+            # Excluded channels are skipped here, by the worker that holds them: the
+            # broker never looks at members.
+            excluded = frozenset(delivery.exclude) if delivery.exclude else None
             for channel in members:
+                if excluded is not None and channel in excluded:
+                    continue
                 if held is not None and channel in held:
                     held[channel].append(delivery)  # catching up: this comes after
                     continue
@@ -617,14 +747,18 @@ class EdgeChannelLayer(ChannelLayer):
             logger.error("control event %r for %s dropped: %s", decoded.type, channel, error)
             return
         if decoded.type == "group_add":
+            if not self.index.has(group, channel):
+                self._report_joined(group, channel)
             if self.index.add(group, channel):
                 # Nobody waits on a remote add; the answer sets the group's cursor.
                 link = self._link_for(group)
                 request = next(self._requests)
                 self._group_requests[request] = group
                 link.resume(broker_pb2.Resume(group=group, request=request), retry=False)
-        elif decoded.type == "group_discard" and self.index.discard(group, channel):
-            self._unsubscribe(group)
+        elif decoded.type == "group_discard" and self.index.has(group, channel):
+            self._report_left(group, channel)
+            if self.index.discard(group, channel):
+                self._unsubscribe(group)
         metrics.LOCAL_GROUPS.set(len(self.index))
 
     def _deliver_to(

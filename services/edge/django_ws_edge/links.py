@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from django_ws_client.exceptions import BrokerUnavailable
+from django_ws_client.exceptions import BrokerRefused, BrokerUnavailable
 from django_ws_client.transport.channels import (
     auth_metadata,
     channel_credentials,
@@ -58,13 +58,16 @@ class LinkHandlers:
     # The subscriptions to send in the hello of a (re)connect: every group the worker
     # has members in for this broker, with the position it last got from each.
     resumes_owned: Callable[[int, frozenset[str]], list[broker_pb2.Resume]]
+    # Every member the worker holds in the groups this broker owns, for the hello (the
+    # broker rebuilds counts and presence from them).
+    members_owned: Callable[[int], list[broker_pb2.Member]]
     on_frame: Callable[[int, broker_pb2.BrokerFrame], None]
     on_state: Callable[[int, bool], None]
 
 
 # The broker applies a frame's fields in this order; an operation that would be applied
 # before one already in the frame starts a new frame, so nothing is reordered.
-_SUBSCRIBE, _RESUME, _PUBLISH, _UNSUBSCRIBE = range(4)
+_SUBSCRIBE, _RESUME, _MEMBERS, _PUBLISH, _UNSUBSCRIBE = range(5)
 
 FRAME_PUBLISH_BYTES = 4 * 1024 * 1024
 """Bytes of publishes packed into one frame at most (a quarter of the broker's default
@@ -91,6 +94,9 @@ class _FrameBuilder:
 
     def resume(self, resume: broker_pb2.Resume) -> None:
         self._frame_for(_RESUME).resume.append(resume)
+
+    def member(self, member: broker_pb2.Member) -> None:
+        self._frame_for(_MEMBERS).members.append(member)
 
     def publish(self, publish: broker_pb2.Publish, size: int) -> None:
         if self._publish_bytes + size > FRAME_PUBLISH_BYTES and self._publish_bytes:
@@ -174,6 +180,39 @@ class BrokerLink:
         if self.up:
             self._builder.subscribe(group)
             self._wake.set()
+
+    def member(self, member: broker_pb2.Member) -> bool:
+        """Report a member joining or leaving; False when the link is down (the
+        member then goes in the next hello)."""
+        if not self.up:
+            return False
+        self._builder.member(member)
+        self._wake.set()
+        return True
+
+    async def members(self, request: broker_pb2.MembersRequest) -> broker_pb2.MembersReply:
+        """Ask the broker (the group's owner) who is in a group."""
+        if self._channel is None:
+            raise BrokerUnavailable(f"broker {self.ordinal} at {self.address} is not linked yet")
+        stub = broker_pb2_grpc.BrokerStub(self._channel)
+        request.shards = self.shards
+        try:
+            reply: broker_pb2.MembersReply = await stub.Members(
+                request,
+                timeout=self.config.timeout,
+                metadata=auth_metadata(self.config),
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise BrokerUnavailable(
+                    f"broker {self.ordinal} at {self.address} did not answer: {exc.details()}"
+                ) from None
+            raise BrokerRefused(
+                f"broker {self.ordinal} at {self.address} answered {exc.code().name}: "
+                f"{exc.details()}"
+            ) from None
+        return reply
 
     def unsubscribe(self, group: str) -> None:
         if self.up:
@@ -362,9 +401,11 @@ class BrokerLink:
             wait_for_ready=True, metadata=auth_metadata(self.config, edge_key=self.edge_key)
         )
         resumes = self.handlers.resumes_owned(self.ordinal, frozenset())
+        members = self.handlers.members_owned(self.ordinal)
         hello = broker_pb2.EdgeFrame(
             hello=broker_pb2.Hello(edge_id=self.edge_id, ordinal=self.ordinal, shards=self.shards),
             resume=resumes,
+            members=members,
         )
         await call.write(hello)
         first = await call.read()
@@ -377,6 +418,14 @@ class BrokerLink:
         in_hello = frozenset(resume.group for resume in resumes)
         for resume in self.handlers.resumes_owned(self.ordinal, in_hello):
             self._builder.resume(resume)
+        # Members who joined or left meanwhile, likewise.
+        was = {(member.group, member.channel) for member in members}
+        now = self.handlers.members_owned(self.ordinal)
+        for member in now:
+            if (member.group, member.channel) not in was:
+                self._builder.member(member)
+        for key in was - {(member.group, member.channel) for member in now}:
+            self._builder.member(broker_pb2.Member(group=key[0], channel=key[1], left=True))
         # Requests someone waits for, then every publish not acknowledged, in order.
         for resume in self._resumes.values():
             self._builder.resume(resume)

@@ -336,9 +336,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        orphaned = (
-            loop.create_task(_stop_when_orphaned(stop)) if options.exit_with_parent else None
-        )
+        orphaned = loop.create_task(_stop_when_orphaned(stop)) if options.exit_with_parent else None
         config = layer_config(options.alias)
         setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{options.alias}']['CONFIG']"
         self._prepare_listener()
