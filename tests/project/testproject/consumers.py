@@ -168,3 +168,67 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         record(f"disconnect {self.channel_name} {code}")
+
+
+class PresenceConsumer(AsyncWebsocketConsumer):
+    """Joins the groups in the URL ("a+b"); a group named ``presence_*`` opted in to
+    presence (settings). Commands from the client, one JSON object each:
+    ``{"send": text, "group": g, "exclude": "self" | [channels]}``,
+    ``{"user_send": pk, "text": t}``, ``{"size": g}``, ``{"channels": g}``,
+    ``{"presence": g}``. Events go back to the client as JSON."""
+
+    async def connect(self):
+        self.joined = self.scope["url_route"]["kwargs"]["groups"].split("+")
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        user = self.scope["user"]
+        await self.send(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "channel": self.channel_name,
+                    "user": user.pk if user.is_authenticated else None,
+                }
+            )
+        )
+
+    async def receive(self, text_data=None, bytes_data=None):
+        command = json.loads(text_data)
+        layer = self.channel_layer
+        if "send" in command:
+            exclude = command.get("exclude")
+            if exclude == "self":
+                exclude = self.channel_name
+            await layer.group_send(
+                command.get("group", self.joined[0]),
+                {"type": "room.message", "text": command["send"]},
+                exclude=exclude,
+            )
+        elif "user_send" in command:
+            await layer.user_send(
+                command["user_send"], {"type": "room.message", "text": command["text"]}
+            )
+        elif "size" in command:
+            await self.send(json.dumps({"size": await layer.group_size(command["size"])}))
+        elif "channels" in command:
+            channels = await layer.group_channels(command["channels"])
+            await self.send(json.dumps({"channels": sorted(channels)}))
+        elif "presence" in command:
+            present = await layer.group_presence(command["presence"])
+            await self.send(
+                json.dumps(
+                    {"present": [[p.user, p.info, p.connections] for p in present]},
+                )
+            )
+
+    async def room_message(self, event):
+        await self.send(json.dumps({"text": event["text"]}))
+
+    async def presence_join(self, event):
+        await self.send(json.dumps({"event": "join", "user": event["user"], "info": event["info"]}))
+
+    async def presence_leave(self, event):
+        await self.send(
+            json.dumps({"event": "leave", "user": event["user"], "info": event["info"]})
+        )

@@ -15,6 +15,7 @@ urlpatterns = [
     re_path(r"^ws/protocol/(?P<flavour>\w+)/$", tutorial.ProtocolConsumer.as_handler()),
     re_path(r"^ws/user/(?P<pk>\d+)/$", channels_style.UserConsumer.as_asgi()),
     re_path(r"^ws/room/$", channels_style.RoomConsumer.as_asgi()),
+    re_path(r"^ws/presence/(?P<groups>[\w.+-]+)/$", consumers.PresenceConsumer.as_handler()),
     re_path(r"^ws/other-room/$", channels_style.OtherRoomConsumer.as_asgi()),
     re_path(r"^ws/elsewhere-room/$", channels_style.ElsewhereRoomConsumer.as_asgi()),
 ]

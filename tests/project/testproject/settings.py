@@ -60,6 +60,9 @@ if os.environ.get("TEST_EXPIRY"):
 if os.environ.get("TEST_PUBLISH_TIMEOUT"):
     _config["publish_timeout"] = float(os.environ["TEST_PUBLISH_TIMEOUT"])
 
+# Groups named presence_* opted in to presence (tests/e2e/test_presence_cluster.py).
+_config["presence_groups"] = ["presence_*"]
+
 WEBSOCKET_TRANSPORT_BACKENDS = {
     "default": {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": _config}
 }
