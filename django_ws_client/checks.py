@@ -15,6 +15,9 @@
 | django_ws.W005 | ASGI_APPLICATION is set: django-ws does not read it |
 | django_ws.W006 | another app's runserver (daphne, staticfiles) is listed ahead of ours |
 | django_ws.W010 | brokers are reached over TCP with neither a role secret nor mutual TLS |
+| django_ws.E020 | a routed consumer's ``presence_groups`` names a group that did not opt in |
+| django_ws.E021 | WEBSOCKET_USER_GROUPS is not a bool |
+| django_ws.W020 | ``presence_info_bytes`` cannot hold the default info of a user with long names |
 
 Settings carried over from Channels are honoured where they mean something here
 (``CHANNEL_LAYERS``' in-memory layer: in-process in tests, the embedded broker elsewhere;
@@ -23,11 +26,13 @@ a routing module's ``websocket_urlpatterns``) and reported here where they do no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from typing import Any
 
+from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.utils.module_loading import import_string
 
@@ -345,3 +350,108 @@ def check_metrics_directory(app_configs: Any = None, **kwargs: Any) -> list[Erro
             )
         ]
     return []
+
+
+def _routed_consumers(patterns: list[Any]) -> list[type]:
+    """The consumer classes the websocket routes point at (nested includes too)."""
+    from django.urls import URLResolver
+
+    from django_ws_client.consumers import AsyncConsumer, ConsumerHandler
+
+    found: list[type] = []
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            found += _routed_consumers(list(pattern.url_patterns))
+            continue
+        target = getattr(pattern, "callback", None)
+        if isinstance(target, ConsumerHandler):
+            found.append(target.consumer_class)
+        elif isinstance(target, AsyncConsumer):
+            found.append(type(target))
+    return found
+
+
+@register(TAG)
+def check_presence(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """Presence used where it was not opted in to, or configured so that it fails."""
+    from django_ws_client.presence import is_presence_group
+    from django_ws_client.routing import load_urlpatterns
+    from django_ws_client.transport.config import parse_config
+
+    results: list[Error | Warning] = []
+    user_groups = getattr(settings, "WEBSOCKET_USER_GROUPS", True)
+    if not isinstance(user_groups, bool):
+        results.append(
+            Error(
+                f"WEBSOCKET_USER_GROUPS must be True or False, got {user_groups!r}",
+                id="django_ws.E021",
+            )
+        )
+    configs = {}
+    for alias, entry in conf.transport_backends().items():
+        try:
+            configs[alias] = parse_config((entry or {}).get("CONFIG"), alias)
+        except (InvalidChannelLayerError, AttributeError, TypeError):
+            continue  # reported by check_transport (E002)
+    for alias, config in configs.items():
+        if not config.presence_groups:
+            continue
+        longest = _longest_default_info()
+        if longest > config.presence_info_bytes:
+            results.append(
+                Warning(
+                    f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['CONFIG']['presence_info_bytes'] "
+                    f"is {config.presence_info_bytes}, but the default presence info of a user "
+                    f"with the longest names the user model allows is {longest} bytes: such "
+                    "users would fail to join presence groups (PresenceInfoTooLarge)",
+                    hint=f"raise presence_info_bytes to at least {longest}, or override "
+                    "presence_info() to keep it short",
+                    id="django_ws.W020",
+                )
+            )
+    module = conf.route_module()
+    if not module:
+        return results
+    try:
+        consumers = _routed_consumers(load_urlpatterns(module))
+    except Exception:
+        return results  # reported by check_routes (E003)
+    for consumer in consumers:
+        alias = getattr(consumer, "channel_layer_alias", "default")
+        wanted = configs.get(alias)
+        for group in getattr(consumer, "presence_groups", ()):
+            if wanted is None or not is_presence_group(wanted, group):
+                results.append(
+                    Error(
+                        f"{consumer.__module__}.{consumer.__qualname__}.presence_groups names "
+                        f"{group!r}, which did not opt in to presence",
+                        hint=f"add {group!r} (or a pattern matching it) to "
+                        f"WEBSOCKET_TRANSPORT_BACKENDS[{alias!r}]['CONFIG']['presence_groups']",
+                        id="django_ws.E020",
+                    )
+                )
+    return results
+
+
+def _longest_default_info() -> int:
+    """Bytes of the default presence info (``{"id", "name"}``) for a user whose names
+    are as long as the user model allows (0 without django.contrib.auth)."""
+    import json
+
+    try:
+        from django.contrib.auth import get_user_model
+
+        model = get_user_model()
+    except Exception:
+        return 0
+    lengths = 0
+    for name in ("first_name", "last_name"):
+        try:
+            lengths += model._meta.get_field(name).max_length or 0
+        except Exception:
+            continue
+    username = getattr(model, "USERNAME_FIELD", "username")
+    with contextlib.suppress(Exception):
+        lengths = max(lengths + 1, model._meta.get_field(username).max_length or 0)
+    # Counted as ASCII names (a non-ASCII character takes 2 to 4 bytes of UTF-8).
+    return len(json.dumps({"id": 10**18, "name": ""}, separators=(",", ":"))) + lengths

@@ -100,7 +100,7 @@ def encode_info(config: TransportConfig, info: dict[str, Any] | None) -> tuple[s
         return "", b""
     if not isinstance(info, dict):
         raise TypeError(f"presence info must be a dict, got {type(info).__name__}")
-    body = json.dumps(info, separators=(",", ":"), default=str).encode()
+    body = json.dumps(info, separators=(",", ":"), default=str, ensure_ascii=False).encode()
     if len(body) > config.presence_info_bytes:
         raise PresenceInfoTooLarge(
             f"the presence info dict is {len(body)} bytes as JSON, over "
