@@ -30,8 +30,8 @@ def test_counts_and_channels_over_edges() -> None:
     shard = ShardState()
     a, b = shard.attach("ws.a"), shard.attach("ws.b")
     for n in range(3):
-        assert shard.member(a, member("room", f"ws.a!{n}")) is None
-    assert shard.member(b, member("room", "ws.b!0")) is None
+        assert shard.member(a, member("room", f"ws.a!{n}")) == (None, False)
+    assert shard.member(b, member("room", "ws.b!0")) == (None, False)
     reply = shard.membership.answer(broker_pb2.MembersRequest(group="room", channels=True))
     assert reply.count == 4 and sorted(reply.channels) == [
         "ws.a!0",
@@ -45,7 +45,14 @@ def test_counts_and_channels_over_edges() -> None:
     shard.detach(a)
     assert shard.membership.answer(broker_pb2.MembersRequest(group="room")).count == 1
     # A report of another edge's channel is refused: an edge speaks for itself only.
-    assert "not a channel of edge" in (shard.member(b, member("room", "ws.a!9")) or "")
+    reason, own = shard.member(b, member("room", "ws.a!9"))
+    assert own and "not a channel of edge" in (reason or "")
+    # A group owned elsewhere refuses the group, not the member (a reshard under way).
+    elsewhere = ShardState(ordinal=0, shards=2)
+    foreign = next(f"g{n}" for n in range(100) if elsewhere.ring.owner(f"g{n}") == 1)
+    edge = elsewhere.attach("ws.c")
+    reason, own = elsewhere.member(edge, member(foreign, "ws.c!1"))
+    assert not own and "not the owner" in (reason or "")
 
 
 def test_presence_one_join_per_user_a_leave_after_grace_and_none_on_restore() -> None:
@@ -90,10 +97,10 @@ def test_presence_events_are_numbered_in_the_group_order() -> None:
 def test_member_limit_is_refused_by_name() -> None:
     shard = ShardState(max_group_members=2)
     edge = shard.attach("ws.a")
-    assert shard.member(edge, member("room", "ws.a!1")) is None
-    assert shard.member(edge, member("room", "ws.a!2")) is None
-    reason = shard.member(edge, member("room", "ws.a!3"))
-    assert reason is not None and "--max-group-members 2" in reason
+    assert shard.member(edge, member("room", "ws.a!1")) == (None, False)
+    assert shard.member(edge, member("room", "ws.a!2")) == (None, False)
+    reason, own = shard.member(edge, member("room", "ws.a!3"))
+    assert own and reason is not None and "--max-group-members 2" in reason
     assert shard.membership.answer(broker_pb2.MembersRequest(group="room")).count == 2
 
 

@@ -201,9 +201,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 refusals.add(reason, group=group)
         recovered = [shard.resume(edge, resume) for resume in frame.resume]
         for member in frame.members:
-            reason = shard.member(edge, member)
+            reason, own = shard.member(edge, member)
             if reason is not None:
-                refusals.add(reason, group=member.group, channel=member.channel, member=True)
+                refusals.add(reason, group=member.group, channel=member.channel, member=own)
         acked = edge.acked
         edge_id = edge.edge_id
         for publish in frame.publish:

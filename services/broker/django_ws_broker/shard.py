@@ -310,14 +310,19 @@ class ShardState:
                 self.counters.resume_lost += 1
         return answer
 
-    def member(self, edge: EdgeStream, member: broker_pb2.Member) -> str | None:
-        """Apply a member change an edge reported; the refusal reason, if any."""
+    def member(self, edge: EdgeStream, member: broker_pb2.Member) -> tuple[str | None, bool]:
+        """Apply a member change an edge reported: the refusal reason, if any, and
+        whether it refuses the member itself (a limit: the edge takes it back) rather
+        than the group here (not the owner: the edge moves it when it learns the
+        shard count)."""
         reason = REPLACED if edge.closed else self.check_group(member.group)
-        if reason is None:
-            reason = self.membership.apply(edge.edge_id, member)
         if reason is not None:
             self.counters.refused += 1
-        return reason
+            return reason, False
+        reason = self.membership.apply(edge.edge_id, member)
+        if reason is not None:
+            self.counters.refused += 1
+        return reason, reason is not None
 
     def _emit(self, group: str, event: broker_pb2.Event) -> None:
         self.publish(broker_pb2.Publish(group=group, event=event, sent_at=time.time()))
