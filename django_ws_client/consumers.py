@@ -88,6 +88,10 @@ class AsyncConsumer:
     """Dispatches events by type to methods: ``chat.message`` calls ``chat_message``."""
 
     channel_layer_alias: ClassVar[str] = "default"
+    user_group: str | None = None
+    """The group of this connection's user (``user.<pk>``), joined on connect so that
+    ``channel_layer.user_send(user, event)`` reaches it; None when anonymous or when
+    ``WEBSOCKET_USER_GROUPS`` is False."""
     scope: Scope
     channel_layer: ChannelLayer
     channel_name: str
@@ -124,6 +128,13 @@ class AsyncConsumer:
         event the consumer does not handle: that is logged, not an error."""
         event_type = event.type if isinstance(event, GroupMessage) else event["type"]
         name = handler_name(event_type)
+        if event_type == GAP_EVENT_TYPE and event.get("group") == self.__dict__.get("user_group"):
+            # The user's own group (joined for user_send) is not one the consumer's
+            # code knows of: its gaps go to user_gap(), when defined.
+            name = "user_gap"
+            if getattr(self, name, None) is None:
+                logger.info("%s may have missed user_send events", self.channel_name)
+                return None
         handler = getattr(self, name, None) if not name.startswith("_") else None
         if handler is None:
             if event_type in PRESENCE_TYPES:
@@ -174,7 +185,8 @@ class AsyncConsumer:
         joined: list[tuple[str, bool]] = []
         user = self.scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False) and user_groups_enabled():
-            joined.append((user_group(user), False))
+            self.user_group = user_group(user)
+            joined.append((self.user_group, False))
         joined.extend((group, False) for group in getattr(self, "groups", ()))
         joined.extend((group, True) for group in getattr(self, "presence_groups", ()))
         return joined

@@ -69,6 +69,9 @@ def test_presence_one_join_per_user_a_leave_after_grace_and_none_on_restore() ->
     membership.remove("lobby", "ws.a!1", now=100.0)
     membership.remove("lobby", "ws.a!2", now=100.0)
     assert membership.tick(now=101.0) == 0 and events(edge) == []
+    # Listed with no connection until the leave, so the list agrees with the events.
+    reply = membership.answer(broker_pb2.MembersRequest(group="lobby", presence=True))
+    assert [(p.user, p.connections) for p in reply.present] == [("alice", 0)]
     # Back within it: nothing at all.
     shard.member(edge, member("lobby", "ws.a!3", "alice"))
     assert membership.tick(now=103.0) == 0 and events(edge) == []

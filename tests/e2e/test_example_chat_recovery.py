@@ -81,6 +81,13 @@ async def wait_for_line(driver: object, wanted: str, timeout: float = 20) -> lis
     return log_lines(driver)
 
 
+async def wait_for_online(driver: object, wanted: str, timeout: float = 20) -> None:
+    def shown() -> bool:
+        return driver.find_element(By.ID, "online").text == wanted  # type: ignore[attr-defined,no-any-return]
+
+    await asyncio.to_thread(wait_until, shown, timeout, f"the page to show {wanted!r}")
+
+
 async def test_the_example_chat_catches_up_after_a_reconnect_and_reports_a_gap(
     stack: Stack, tmp_path: Path, browser: object
 ) -> None:
@@ -120,6 +127,8 @@ async def test_the_example_chat_catches_up_after_a_reconnect_and_reports_a_gap(
     )
     await bob.send("one")
     await wait_for_line(browser, "bob: one")
+    # Who is online, kept up to date from presence events.
+    await wait_for_online(browser, "Online: alice, bob")
 
     # The websocket server goes away; messages are published meanwhile.
     edge.signal(signal.SIGKILL)
@@ -146,6 +155,9 @@ async def test_the_example_chat_catches_up_after_a_reconnect_and_reports_a_gap(
     print(f"\nthe page after the server came back: {lines}")
     assert chat == ["bob: one", "bob: missed 0", "bob: missed 1", "bob: missed 2"]
     assert not any("could not be recovered" in line for line in lines)
+    # Bob's connection died with the server and he did not come back: he left.
+    await wait_for_online(browser, "Online: alice")
+    print("online list on the page: 'Online: alice, bob', then 'Online: alice'")
 
     # The broker is killed and restarted: its history is gone, and the page says so.
     broker.signal(signal.SIGKILL)

@@ -2,6 +2,11 @@
 
 Fixed from the seed: ``===`` (not Python), ``session_started`` set on ``self`` (it was
 a local), the ``user_name`` / ``sender`` key mismatch, and the routing name mismatch.
+
+Rooms opted in to presence (``presence_groups`` in settings): the page shows who is
+online and keeps it up to date from ``presence.join`` / ``presence.leave`` events. A
+sender no longer gets its own messages: ``group_send(..., exclude=self.channel_name)``
+(the seed filtered them out by hand).
 """
 
 import json
@@ -35,17 +40,18 @@ class ChatConsumer(BaseConsumer):
         await get_channel_layer().group_add(self.room_group_name, self, since=since)
 
         self.session_started = True
+        await self.accept()
+        # Who is online, once what was missed (since=) has been dispatched: this event
+        # queues behind it, so the page's list is not overwritten by old joins/leaves.
+        await self.channel_layer.send(self.channel_name, {"type": "presence.snapshot"})
 
     async def reject(self):
         # Do any cleaning here
         await self.close()
 
     async def chat_message(self, event: GroupMessage):
-        # Params can be used for filtering: don't echo a user's own messages.
+        # The sender was excluded by group_send: no filtering by name here.
         params = json.loads(event.params)
-        if params["sender"] == self.user_name:
-            return
-
         await self.send(
             json.dumps(
                 {
@@ -55,6 +61,18 @@ class ChatConsumer(BaseConsumer):
                 }
             )
         )
+
+    async def presence_snapshot(self, event):
+        present = await get_channel_layer().group_presence(self.room_group_name)
+        await self.send(
+            json.dumps({"online": [dict(p.info, connections=p.connections) for p in present]})
+        )
+
+    async def presence_join(self, event):
+        await self.send(json.dumps({"presence": "join", "user": event["info"]}))
+
+    async def presence_leave(self, event):
+        await self.send(json.dumps({"presence": "leave", "user": event["info"]}))
 
     async def group_gap(self, event):
         # Messages were missed and cannot be replayed: tell the page, which says so.
@@ -74,6 +92,7 @@ class ChatConsumer(BaseConsumer):
                     message=text_data,
                     params=json.dumps({"sender": self.user_name}),
                 ),
+                exclude=self.channel_name,
             )
 
 

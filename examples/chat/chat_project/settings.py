@@ -75,6 +75,10 @@ WEBSOCKET_ROUTE_MODULE = "chat_project.routing"
 WEBSOCKET_TRANSPORT_BACKENDS = {
     "default": {
         "BACKEND": "django_ws_client.transport.GRPCTransportLayer",
-        "CONFIG": {"address": os.environ["CHAT_BROKER"]} if os.environ.get("CHAT_BROKER") else {},
+        "CONFIG": {
+            **({"address": os.environ["CHAT_BROKER"]} if os.environ.get("CHAT_BROKER") else {}),
+            # Chat rooms show who is online (presence.join / presence.leave events).
+            "presence_groups": ["chat_*"],
+        },
     }
 }

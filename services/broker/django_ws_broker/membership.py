@@ -236,4 +236,8 @@ class Membership:
                 reply.present.append(
                     broker_pb2.PresentUser(user=user, info=first.info, connections=len(channels))
                 )
+            # Gone, but within the grace period: still present until their leave event,
+            # so the list and the events agree (0 connections says they may be back).
+            for user, leave in members.pending.items():
+                reply.present.append(broker_pb2.PresentUser(user=user, info=leave.info))
         return reply
