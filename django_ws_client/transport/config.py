@@ -53,6 +53,8 @@ CONFIG_KEYS = frozenset(
         "max_pending_bytes",
         "presence_groups",
         "presence_info_bytes",
+        "presence_grace_seconds",
+        "max_group_members",
     }
 )
 """The keys CONFIG understands; others are kept in ``TransportConfig.extra``."""
@@ -114,6 +116,10 @@ class TransportConfig:
     presence_groups: tuple[str, ...] = ()
     """Glob patterns (``fnmatch``) of the groups that opted in to presence."""
     presence_info_bytes: int = DEFAULT_PRESENCE_INFO_BYTES
+    presence_grace_seconds: float | None = None
+    """For the embedded broker: its ``--presence-grace-seconds`` (None: its default)."""
+    max_group_members: int | None = None
+    """For the embedded broker: its ``--max-group-members`` (None: its default)."""
     embedded: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -352,6 +358,20 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
             f"{setting}['presence_info_bytes'] must be an int from 2 to "
             f"{MAX_PRESENCE_INFO_BYTES} (what the broker keeps per member), got {info_bytes!r}"
         )
+    grace = config.get("presence_grace_seconds")
+    if grace is not None and (
+        not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0
+    ):
+        raise InvalidChannelLayerError(
+            f"{setting}['presence_grace_seconds'] must be a number of seconds >= 0, got {grace!r}"
+        )
+    max_members = config.get("max_group_members")
+    if max_members is not None and (
+        not isinstance(max_members, int) or isinstance(max_members, bool) or max_members < 1
+    ):
+        raise InvalidChannelLayerError(
+            f"{setting}['max_group_members'] must be an int >= 1, got {max_members!r}"
+        )
     return TransportConfig(
         brokers=brokers,
         shards=shards,
@@ -369,6 +389,8 @@ def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> Tr
         max_pending_bytes=pending["max_pending_bytes"],
         presence_groups=tuple(presence_groups),
         presence_info_bytes=info_bytes,
+        presence_grace_seconds=None if grace is None else float(grace),
+        max_group_members=max_members,
         embedded=embedded,
         extra={k: v for k, v in config.items() if k not in CONFIG_KEYS},
     )

@@ -92,6 +92,16 @@ class EmbeddedBroker:
                 "0",
                 "--shards",
                 "1",
+                *(
+                    ("--presence-grace-seconds", str(config.presence_grace_seconds))
+                    if config.presence_grace_seconds is not None
+                    else ()
+                ),
+                *(
+                    ("--max-group-members", str(config.max_group_members))
+                    if config.max_group_members is not None
+                    else ()
+                ),
             ],
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
             pass_fds=() if self.lifeline_fd is None else (self.lifeline_fd,),
