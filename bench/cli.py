@@ -196,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker.add_argument("--output", type=Path)
 
+    presence = commands.add_parser(
+        "presence",
+        help="run only the presence micro-benchmark (join/leave throughput per broker core, "
+        "group_send to a presence group vs a plain one)",
+    )
+    presence.add_argument("--churn", type=int, default=20_000, help="users joining and leaving")
+    presence.add_argument("--members", type=int, default=10_000, help="members of each group")
+    presence.add_argument("--publishes", type=int, default=10_000)
+    presence.add_argument("--rounds", type=int, default=3)
+    presence.add_argument("--output", type=Path)
+
     report = commands.add_parser("report", help="print the table and redraw plots of a saved run")
     report.add_argument("results", type=Path)
     report.add_argument("--plot-dir", type=Path)
@@ -434,7 +445,36 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="django-ws-bench-"))
     finished = False
     try:
-        if args.command == "broker":
+        if args.command == "presence":
+            from bench.presence_micro import run_presence_micro
+            from bench.report import machine_info
+
+            snapshot_server_code(workdir)
+            result = asyncio.run(
+                run_presence_micro(
+                    registry,
+                    workdir,
+                    churn=args.churn,
+                    members=args.members,
+                    publishes=args.publishes,
+                    rounds=args.rounds,
+                    log=log,
+                )
+            )
+            output = args.output or RESULTS_DIR / f"presence-{stamp}.json"
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(
+                json.dumps(
+                    {
+                        "command": "python -m bench " + " ".join(sys.argv[1:]),
+                        "machine": machine_info(),
+                        "presence": result,
+                    },
+                    indent=2,
+                )
+            )
+            print(f"results: {output}")
+        elif args.command == "broker":
             from bench.broker_micro import run_broker_micro
             from bench.report import machine_info
 
