@@ -29,6 +29,12 @@ def events(edge) -> list[tuple[str, str]]:
 def test_counts_and_channels_over_edges() -> None:
     shard = ShardState()
     a, b = shard.attach("ws.a"), shard.attach("ws.b")
+    # Members only of groups the edge subscribes to: what it can make the broker keep
+    # is bounded by its groups.
+    reason, own = shard.member(a, member("room", "ws.a!0"))
+    assert not own and "not subscribed" in (reason or "")
+    shard.subscribe(a, "room")
+    shard.subscribe(b, "room")
     for n in range(3):
         assert shard.member(a, member("room", f"ws.a!{n}")) == (None, False)
     assert shard.member(b, member("room", "ws.b!0")) == (None, False)
@@ -51,6 +57,7 @@ def test_counts_and_channels_over_edges() -> None:
     elsewhere = ShardState(ordinal=0, shards=2)
     foreign = next(f"g{n}" for n in range(100) if elsewhere.ring.owner(f"g{n}") == 1)
     edge = elsewhere.attach("ws.c")
+    elsewhere.subscribe(edge, foreign)
     reason, own = elsewhere.member(edge, member(foreign, "ws.c!1"))
     assert not own and "not the owner" in (reason or "")
 
@@ -87,9 +94,7 @@ def test_presence_events_are_numbered_in_the_group_order() -> None:
     shard = ShardState()
     edge = shard.attach("ws.a")
     shard.subscribe(edge, "lobby")
-    shard.publish(
-        broker_pb2.Publish(group="lobby", event=codec.encode_dict_event({"type": "m"}))
-    )
+    shard.publish(broker_pb2.Publish(group="lobby", event=codec.encode_dict_event({"type": "m"})))
     shard.member(edge, member("lobby", "ws.a!1", "alice"))
     offsets = []
     while not edge.queue.empty():
@@ -100,6 +105,7 @@ def test_presence_events_are_numbered_in_the_group_order() -> None:
 def test_member_limit_is_refused_by_name() -> None:
     shard = ShardState(max_group_members=2)
     edge = shard.attach("ws.a")
+    shard.subscribe(edge, "room")
     assert shard.member(edge, member("room", "ws.a!1")) == (None, False)
     assert shard.member(edge, member("room", "ws.a!2")) == (None, False)
     reason, own = shard.member(edge, member("room", "ws.a!3"))

@@ -289,19 +289,27 @@ async def test_counts_and_members_exact_while_1000_join_and_leave(
     # From an edge too: a consumer asks its own layer.
     assert await tabs[0].ask({"size": group}, "size") == 1000
     # Leaves: a closed socket is reported when its edge notices (not awaited by anyone).
+    # In each round 250 leave while 100 others join at the same time.
+    round_number = 0
     while tabs:
+        round_number += 1
+        joining = 100 if round_number <= 3 else 0
         leaving, tabs = tabs[:250], tabs[250:]
-        closed_at = time.monotonic()
-        await asyncio.gather(*(t.close() for t in leaving))
+        changed_at = time.monotonic()
+        _, joined = await asyncio.gather(
+            asyncio.gather(*(t.close() for t in leaving)),
+            asyncio.gather(*(open_tab(cluster.edges[i % 2], group) for i in range(joining))),
+        )
+        tabs += joined
         while (size := await layer.group_size(group)) != len(tabs):
-            assert size > len(tabs), f"counted {size} with {len(tabs)} members"
-            assert time.monotonic() - closed_at < 5, f"still {size} after 5 s"
+            assert time.monotonic() - changed_at < 5, f"{size} after 5 s, {len(tabs)} members"
             await asyncio.sleep(0.05)
         channels = await layer.group_channels(group)
         assert set(channels) == {t.channel for t in tabs}
         print(
-            f"after 250 more left: group_size {size} ({(time.monotonic() - closed_at) * 1000:.0f}"
-            " ms after their sockets closed), group_channels exact"
+            f"250 left while {joining} joined: group_size {size} "
+            f"({(time.monotonic() - changed_at) * 1000:.0f} ms after the changes began), "
+            "group_channels exact"
         )
     print(f"1,000 members joined in {joined_in:.1f}s over 2 edge servers of 2 workers")
 

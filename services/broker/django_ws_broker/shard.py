@@ -316,6 +316,13 @@ class ShardState:
         than the group here (not the owner: the edge moves it when it learns the
         shard count)."""
         reason = REPLACED if edge.closed else self.check_group(member.group)
+        if reason is None and not member.left and member.group not in edge.groups:
+            # Bounds what one edge can make the broker keep: its groups (at most
+            # --max-groups-per-edge) times --max-group-members.
+            reason = (
+                f"not subscribed: an edge reports members only of groups it subscribes to "
+                f"({member.group[:120]!r})"
+            )
         if reason is not None:
             self.counters.refused += 1
             return reason, False

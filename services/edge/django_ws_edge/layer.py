@@ -747,14 +747,15 @@ class EdgeChannelLayer(ChannelLayer):
             logger.error("control event %r for %s dropped: %s", decoded.type, channel, error)
             return
         if decoded.type == "group_add":
-            if not self.index.has(group, channel):
-                self._report_joined(group, channel)
+            joined = not self.index.has(group, channel)
             if self.index.add(group, channel):
                 # Nobody waits on a remote add; the answer sets the group's cursor.
                 link = self._link_for(group)
                 request = next(self._requests)
                 self._group_requests[request] = group
                 link.resume(broker_pb2.Resume(group=group, request=request), retry=False)
+            if joined:
+                self._report_joined(group, channel)  # after the subscription, as the broker wants
         elif decoded.type == "group_discard" and self.index.has(group, channel):
             self._report_left(group, channel)
             if self.index.discard(group, channel):
