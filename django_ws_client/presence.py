@@ -16,10 +16,12 @@ import json
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django_ws_client.exceptions import PresenceInfoTooLarge, PresenceNotEnabled
-from django_ws_client.transport.config import TransportConfig
+
+if TYPE_CHECKING:
+    from django_ws_client.transport.config import TransportConfig
 
 PRESENCE_JOIN = "presence.join"
 PRESENCE_LEAVE = "presence.leave"

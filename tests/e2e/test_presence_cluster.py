@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from django_ws_client.presence import user_group
 from django_ws_client.transport.grpc_layer import GRPCTransportLayer
 from django_ws_proto.ring import ShardRing
 
@@ -264,6 +265,13 @@ async def test_exclude_user_send_and_bulk_send(cluster: Cluster, stack: Stack) -
         f"group_send_many of 1,000 pairs to 20 groups: sent in {sent * 1000:.0f} ms, all "
         f"1,000 delivered in order; Publish requests counted at brokers 0, 1, 2: {requests}"
     )
+    # From an edge: a consumer's group_send_many, queued at once, one frame per broker.
+    await bob.ws.send(json.dumps({"bulk": [[rooms[i % 20], f"e{i}"] for i in range(1000)]}))
+    for i, tab in enumerate(readers):
+        want = [f"e{n}" for n in range(i, 1000, 20)]
+        await tab.wait_for(lambda m, last=want[-1]: m.get("text") == last, 10)
+        assert [t for t in tab.texts() if t.startswith("e")] == want
+    print("group_send_many of 1,000 pairs from a consumer: all 1,000 delivered in order")
     for tab in everyone + readers:
         await tab.close()
 
@@ -436,4 +444,76 @@ async def test_presence_whole_again_after_broker_sigkill(cluster: Cluster, stack
         f"{events_after - events_before}"
     )
     for tab in [*tabs, anonymous]:
+        await tab.close()
+
+
+async def test_counts_and_presence_move_with_a_reshard(cluster: Cluster, stack: Stack) -> None:
+    from django_ws_broker.reshard import reshard
+
+    names = [f"user{i}" for i in range(6)]
+    users = make_users(stack.tmp, names)
+    fourth_address = f"127.0.0.1:{free_port()}"
+    addresses = [*cluster.addresses, fourth_address]
+    cluster.edges = [
+        stack.edge(workers=2, brokers=addresses, env={"TEST_SHARDS": "3"}, name=f"edge-{i}")
+        for i in range(2)
+    ]
+    groups = [f"presence_r{i}" for i in range(12)]
+    moved = [g for g in groups if ShardRing(4).owner(g) == 3]
+    assert moved
+    tabs = []
+    for i, name in enumerate(names):
+        for t in range(1 + i % 2):
+            tabs.append(
+                await open_tab(cluster.edges[(i + t) % 2], "+".join(groups), users[name][1])
+            )
+    expected = {str(users[n][0]): 1 + i % 2 for i, n in enumerate(names)}
+    await asyncio.sleep(0.5)
+    events_before = sum(len(t.presence()) for t in tabs)
+
+    fourth = await asyncio.to_thread(
+        stack.broker,
+        fourth_address,
+        *("--ordinal", "3", "--shards", "4", "--topology-epoch", "1"),
+        *("--presence-grace-seconds", str(GRACE)),
+        name="broker-3",
+    )
+    started = time.monotonic()
+    await asyncio.to_thread(reshard, addresses, 4, 1)
+    layer = GRPCTransportLayer(brokers=addresses, shards=4, presence_groups=["presence_*"])
+    try:
+        while True:
+            seen = {}
+            for group in groups:
+                try:
+                    present = await layer.group_presence(group)
+                    seen[group] = (
+                        {p.user: p.connections for p in present},
+                        await layer.group_size(group),
+                    )
+                except Exception:
+                    seen[group] = ({}, 0)
+            if all(s == (expected, len(tabs)) for s in seen.values()):
+                break
+            assert time.monotonic() - started < 10, f"after 10 s: {seen}"
+            await asyncio.sleep(0.1)
+        moved_after = time.monotonic() - started
+        held = fourth.stats().members
+    finally:
+        await layer.close()
+    await asyncio.sleep(GRACE + 1.0)
+    events_after = sum(len(t.presence()) for t in tabs)
+    assert events_after == events_before
+    # Each tab is also in its user's group (user_send), some of which moved too.
+    own = sum(
+        1 + i % 2 for i, n in enumerate(names) if ShardRing(4).owner(user_group(users[n][0])) == 3
+    )
+    assert held == len(moved) * len(tabs) + own
+    print(
+        f"3 -> 4 brokers: {len(moved)} of {len(groups)} presence groups moved to broker 3; "
+        f"counts and presence ({len(expected)} users, {len(tabs)} connections) whole at the new "
+        f"owners {moved_after:.2f}s after the reshard began; broker 3 holds {held} members; "
+        f"presence events since: {events_after - events_before}"
+    )
+    for tab in tabs:
         await tab.close()

@@ -174,7 +174,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
     """Joins the groups in the URL ("a+b"); a group named ``presence_*`` opted in to
     presence (settings). Commands from the client, one JSON object each:
     ``{"send": text, "group": g, "exclude": "self" | [channels]}``,
-    ``{"user_send": pk, "text": t}``, ``{"size": g}``, ``{"channels": g}``,
+    ``{"user_send": pk, "text": t}``, ``{"bulk": [[g, text], ...]}``, ``{"size": g}``, ``{"channels": g}``,
     ``{"presence": g}``. Events go back to the client as JSON."""
 
     async def connect(self):
@@ -208,6 +208,10 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         elif "user_send" in command:
             await layer.user_send(
                 command["user_send"], {"type": "room.message", "text": command["text"]}
+            )
+        elif "bulk" in command:
+            await layer.group_send_many(
+                (group, {"type": "room.message", "text": text}) for group, text in command["bulk"]
             )
         elif "size" in command:
             await self.send(json.dumps({"size": await layer.group_size(command["size"])}))
