@@ -147,3 +147,14 @@ def test_reshard_releases_membership_silently() -> None:
     assert sorted(shard.membership.groups) == sorted(kept)
     assert 0 < len(kept) < len(groups)
     assert shard.membership.tick(now=1e12) == 0
+
+
+def test_an_answer_lists_refused_members_within_a_bound() -> None:
+    from django_ws_broker.servicer import MAX_MEMBER_REFUSALS_LISTED, MAX_REFUSALS_LISTED, _Refusals
+
+    refusals = _Refusals()
+    for n in range(50_000):
+        refusals.add("member limit reached", group="room", channel=f"ws.a!{n}", member=True)
+    listed = refusals.summary()
+    assert len(listed) == MAX_REFUSALS_LISTED + MAX_MEMBER_REFUSALS_LISTED + 1
+    assert listed[-1].reason.startswith(f"{50_000 - len(listed) + 1} more operations")

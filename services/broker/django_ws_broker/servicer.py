@@ -39,6 +39,10 @@ MAX_REFUSALS_LISTED = 100
 """Refusals listed one by one in an answer; the rest are summed up in one more refusal,
 so a frame of a million refusable operations cannot make a reply of a hundred megabytes."""
 
+MAX_MEMBER_REFUSALS_LISTED = 10_000
+"""Refused members (a member limit) listed in one answer beyond the first refusals, so
+that their edge takes them back; past it they are summed up like the rest."""
+
 # Names echoed back in a refusal are cut to this length (a valid name is at most 100
 # characters; the reason names the rule and shows the start of a longer one).
 _ECHOED_NAME_LENGTH = 120
@@ -50,11 +54,17 @@ class _Refusals:
     def __init__(self) -> None:
         self.listed: list[broker_pb2.Refusal] = []
         self.count = 0
+        self.members_listed = 0
 
     def add(self, reason: str, *, group: str = "", channel: str = "", member: bool = False) -> None:
         self.count += 1
-        if self.count <= MAX_REFUSALS_LISTED or member:
-            # A member's refusal is always listed: the edge takes that member back.
+        listed = self.count <= MAX_REFUSALS_LISTED
+        if member and not listed and self.members_listed < MAX_MEMBER_REFUSALS_LISTED:
+            # Refused members are listed further: the edge takes each back (a group_add
+            # raises), and a legitimate frame reports few.
+            self.members_listed += 1
+            listed = True
+        if listed:
             self.listed.append(
                 broker_pb2.Refusal(
                     group=group[:_ECHOED_NAME_LENGTH],
@@ -65,10 +75,10 @@ class _Refusals:
             )
 
     def summary(self) -> list[broker_pb2.Refusal]:
-        if self.count <= MAX_REFUSALS_LISTED:
+        if self.count <= len(self.listed):
             return self.listed
         more = broker_pb2.Refusal(
-            reason=f"{self.count - MAX_REFUSALS_LISTED} more operations were refused "
+            reason=f"{self.count - len(self.listed)} more operations were refused "
             f"(only the first {MAX_REFUSALS_LISTED} refusals are listed)"
         )
         return [*self.listed, more]
