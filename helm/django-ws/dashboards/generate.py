@@ -146,6 +146,22 @@ BROKER_ROWS: dict[str, list[Graph]] = {
               "ops", (rate("django_ws_broker_streams_attached_total", "ordinal",
                            "shard {{ordinal}}"),)),
     ],
+    "Members and presence": [
+        Graph("Members", "Group members reported by edges, per shard (the owner's copy "
+              "that answers counts, member lists and presence).", "short",
+              (Query(f"sum by (ordinal) (django_ws_broker_members{{{NS}}})",
+                     "shard {{ordinal}}"),)),
+        Graph("Presence events", "presence.join and presence.leave events announced, and "
+              "member reports refused (the member limit).", "ops",
+              (rate("django_ws_broker_presence_events_total", "ordinal, kind",
+                    "shard {{ordinal}} {{kind}}"),
+               rate("django_ws_broker_members_refused_total", "ordinal",
+                    "shard {{ordinal}} refused"))),
+        Graph("Publish requests", "Unary Publish requests from plain Django processes (a "
+              "bulk send is one per broker).", "ops",
+              (rate("django_ws_broker_publish_requests_total", "ordinal",
+                    "shard {{ordinal}}"),)),
+    ],
     "Backpressure": [
         Graph("Dropped deliveries", "Deliveries dropped, by shard and reason.", "ops",
               (rate("django_ws_broker_dropped_total", "ordinal, reason",
