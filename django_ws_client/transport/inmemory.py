@@ -49,6 +49,7 @@ class InMemoryChannelLayer(ChannelLayer):
 
     def detach(self, channel: str) -> None:
         self._consumers.pop(channel, None)
+        self.presence_infos.pop(channel, None)
         for group, members in list(self.groups.items()):
             members.discard(channel)
             if not members:
