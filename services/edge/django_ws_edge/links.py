@@ -69,6 +69,11 @@ class LinkHandlers:
 # before one already in the frame starts a new frame, so nothing is reordered.
 _SUBSCRIBE, _RESUME, _MEMBERS, _PUBLISH, _UNSUBSCRIBE = range(5)
 
+FRAME_MEMBERS = 10_000
+"""Member reports packed into one frame (the hello included) at most: a worker holding
+a hundred thousand members re-sends them after a reconnect in frames of about a
+megabyte, never in one message over the broker's limit."""
+
 FRAME_PUBLISH_BYTES = 4 * 1024 * 1024
 """Bytes of publishes packed into one frame at most (a quarter of the broker's default
 message limit), so that thousands re-sent after a reconnect still fit."""
@@ -81,11 +86,13 @@ class _FrameBuilder:
         self.frames: list[broker_pb2.EdgeFrame] = []
         self._rank = 0
         self._publish_bytes = 0
+        self._members = 0
 
     def _frame_for(self, rank: int) -> broker_pb2.EdgeFrame:
         if not self.frames or rank < self._rank:
             self.frames.append(broker_pb2.EdgeFrame())
             self._publish_bytes = 0
+            self._members = 0
         self._rank = rank
         return self.frames[-1]
 
@@ -96,7 +103,10 @@ class _FrameBuilder:
         self._frame_for(_RESUME).resume.append(resume)
 
     def member(self, member: broker_pb2.Member) -> None:
+        if self._members >= FRAME_MEMBERS:
+            self._rank = _UNSUBSCRIBE + 1  # full: the next operation starts a new frame
         self._frame_for(_MEMBERS).members.append(member)
+        self._members += 1
 
     def publish(self, publish: broker_pb2.Publish, size: int) -> None:
         if self._publish_bytes + size > FRAME_PUBLISH_BYTES and self._publish_bytes:
@@ -112,6 +122,7 @@ class _FrameBuilder:
         self.frames = []
         self._rank = 0
         self._publish_bytes = 0
+        self._members = 0
         return frames
 
 
@@ -405,7 +416,7 @@ class BrokerLink:
         hello = broker_pb2.EdgeFrame(
             hello=broker_pb2.Hello(edge_id=self.edge_id, ordinal=self.ordinal, shards=self.shards),
             resume=resumes,
-            members=members,
+            members=members[:FRAME_MEMBERS],
         )
         await call.write(hello)
         first = await call.read()
@@ -418,7 +429,9 @@ class BrokerLink:
         in_hello = frozenset(resume.group for resume in resumes)
         for resume in self.handlers.resumes_owned(self.ordinal, in_hello):
             self._builder.resume(resume)
-        # Members who joined or left meanwhile, likewise.
+        # Members past what the hello carries, then those who joined or left meanwhile.
+        for member in members[FRAME_MEMBERS:]:
+            self._builder.member(member)
         was = {(member.group, member.channel) for member in members}
         now = self.handlers.members_owned(self.ordinal)
         for member in now:
