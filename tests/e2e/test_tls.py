@@ -76,3 +76,54 @@ async def test_mutual_tls_between_edge_and_broker(stack: Stack, tmp_path: Path) 
     assert json.loads(await ws.recv())["text"] == "over mutual TLS"
     await ws.close()
     assert broker.alive()
+
+
+def test_reshard_reaches_tls_brokers_over_tls(stack: Stack, tmp_path: Path) -> None:
+    """The reshard tool speaks TLS (mutual TLS here) when given a CA, and a plaintext
+    attempt at a TLS broker fails instead of silently skipping it."""
+    import subprocess
+    import sys
+
+    from support.processes import base_env, wait_until
+
+    ca = CertificateAuthority(tmp_path)
+    server = ca.issue("broker", server=True)
+    client = ca.issue("operator", server=False)
+    address = f"127.0.0.1:{free_port()}"
+    broker = stack.broker_unchecked(
+        address,
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--tls-client-ca",
+        str(ca.path),
+    )
+    trusted = grpc.ssl_channel_credentials(
+        ca.path.read_bytes(), client.key.read_bytes(), client.cert.read_bytes()
+    )
+    wait_until(lambda: probe(address, trusted) == "SERVING", 20, "the TLS broker")
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "django_ws_broker.reshard", "--shards", "1", "--epoch", "7",
+             *args, address],
+            capture_output=True, text=True, timeout=30, env=base_env(**env),
+        )
+
+    plaintext = run()
+    assert plaintext.returncode != 0 and "reshard failed: " in plaintext.stderr
+    # The same variables edges read name the CA and client certificate.
+    done = run(
+        DJANGO_WS_TLS_CA=str(ca.path),
+        DJANGO_WS_TLS_CERT=str(client.cert),
+        DJANGO_WS_TLS_KEY=str(client.key),
+    )
+    assert done.returncode == 0, done.stderr
+    print(f"\nreshard over mutual TLS: {done.stdout.strip()}")
+    assert "now 1 shards (epoch 7)" in done.stdout
+    flags = run("--tls-ca", str(ca.path), "--tls-cert", str(client.cert), "--tls-key", str(client.key))
+    assert flags.returncode == 0, flags.stderr
+    half = run("--tls-cert", str(client.cert), "--tls-key", str(client.key))
+    assert half.returncode == 2 and "--tls-ca" in half.stderr
+    assert broker.alive()

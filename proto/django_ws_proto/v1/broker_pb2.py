@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64jango_ws_proto/v1/broker.proto\x12\x0c\x64jango_ws.v1\"J\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.django_ws.v1.EventKind\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"\xca\x01\n\x07Publish\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\"\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x13.django_ws.v1.Event\x12/\n\x05trace\x18\x04 \x03(\x0b\x32 .django_ws.v1.Publish.TraceEntry\x12\x0f\n\x07sent_at\x18\x05 \x01(\x01\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x05Hello\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0f\n\x07ordinal\x18\x02 \x01(\r\x12\x0e\n\x06shards\x18\x03 \x01(\r\"\xb3\x01\n\tEdgeFrame\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x13.django_ws.v1.Hello\x12\x11\n\tsubscribe\x18\x02 \x03(\t\x12&\n\x07publish\x18\x03 \x03(\x0b\x32\x15.django_ws.v1.Publish\x12\x13\n\x0bunsubscribe\x18\x04 \x03(\t\x12\x0c\n\x04sync\x18\x05 \x01(\x04\x12$\n\x06resume\x18\x06 \x03(\x0b\x32\x14.django_ws.v1.Resume\"G\n\x06Resume\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0f\n\x07request\x18\x04 \x01(\x04\"\x95\x01\n\tRecovered\x12\x0f\n\x07request\x18\x01 \x01(\x04\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12*\n\ndeliveries\x18\x05 \x03(\x0b\x32\x16.django_ws.v1.Delivery\x12\x0c\n\x04lost\x18\x06 \x01(\t\x12\x0f\n\x07refused\x18\x07 \x01(\t\"\xde\x01\n\x08\x44\x65livery\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\"\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x13.django_ws.v1.Event\x12\x30\n\x05trace\x18\x04 \x03(\x0b\x32!.django_ws.v1.Delivery.TraceEntry\x12\x0f\n\x07sent_at\x18\x05 \x01(\x01\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x07Welcome\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\x12\x16\n\x0etopology_epoch\x18\x04 \x01(\x04\"9\n\x07Refusal\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe6\x01\n\x0b\x42rokerFrame\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.django_ws.v1.Welcome\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.django_ws.v1.Delivery\x12\'\n\x08refusals\x18\x03 \x03(\x0b\x32\x15.django_ws.v1.Refusal\x12\x0e\n\x06synced\x18\x04 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x06 \x01(\x04\x12*\n\trecovered\x18\x07 \x03(\x0b\x32\x17.django_ws.v1.Recovered\"[\n\x0ePublishRequest\x12&\n\x07publish\x18\x01 \x03(\x0b\x32\x15.django_ws.v1.Publish\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x11\n\tpublisher\x18\x03 \x01(\t\"~\n\x0cGroupHistory\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12*\n\ndeliveries\x18\x04 \x03(\x0b\x32\x16.django_ws.v1.Delivery\x12\x14\n\x0cpublished_at\x18\x05 \x03(\x01\"\xe4\x01\n\x0b\x42rokerState\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12*\n\x06groups\x18\x03 \x03(\x0b\x32\x1a.django_ws.v1.GroupHistory\x12=\n\npublishers\x18\x04 \x03(\x0b\x32).django_ws.v1.BrokerState.PublishersEntry\x12\x16\n\x0etopology_epoch\x18\x05 \x01(\x04\x1a\x31\n\x0fPublishersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"I\n\x0cPublishReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\'\n\x08refusals\x18\x02 \x03(\x0b\x32\x15.django_ws.v1.Refusal\"&\n\x0cStatsRequest\x12\x16\n\x0einclude_groups\x18\x01 \x01(\x08\"\xaf\x02\n\nStatsReply\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\r\n\x05\x65\x64ges\x18\x03 \x01(\r\x12\x0e\n\x06groups\x18\x04 \x01(\r\x12\x15\n\rsubscriptions\x18\x05 \x01(\x04\x12\x11\n\tpublished\x18\x06 \x01(\x04\x12\x11\n\tdelivered\x18\x07 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x08 \x01(\x04\x12=\n\x0bgroup_edges\x18\t \x03(\x0b\x32(.django_ws.v1.StatsReply.GroupEdgesEntry\x12\x10\n\x08\x65\x64ge_ids\x18\n \x03(\t\x12\x0f\n\x07\x62oot_id\x18\x0b \x01(\t\x1a\x31\n\x0fGroupEdgesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"8\n\x0eReshardRequest\x12\x0e\n\x06shards\x18\x01 \x01(\r\x12\x16\n\x0etopology_epoch\x18\x02 \x01(\x04\"7\n\x0cReshardReply\x12\x0e\n\x06shards\x18\x01 \x01(\r\x12\x17\n\x0freleased_groups\x18\x02 \x01(\r*r\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_DICT\x10\x01\x12\x1c\n\x18\x45VENT_KIND_GROUP_MESSAGE\x10\x02\x12\x16\n\x12\x45VENT_KIND_CONTROL\x10\x03\x32\x93\x02\n\x06\x42roker\x12@\n\x06\x41ttach\x12\x17.django_ws.v1.EdgeFrame\x1a\x19.django_ws.v1.BrokerFrame(\x01\x30\x01\x12\x43\n\x07Publish\x12\x1c.django_ws.v1.PublishRequest\x1a\x1a.django_ws.v1.PublishReply\x12=\n\x05Stats\x12\x1a.django_ws.v1.StatsRequest\x1a\x18.django_ws.v1.StatsReply\x12\x43\n\x07Reshard\x12\x1c.django_ws.v1.ReshardRequest\x1a\x1a.django_ws.v1.ReshardReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64jango_ws_proto/v1/broker.proto\x12\x0c\x64jango_ws.v1\"J\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.django_ws.v1.EventKind\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"\xca\x01\n\x07Publish\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\"\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x13.django_ws.v1.Event\x12/\n\x05trace\x18\x04 \x03(\x0b\x32 .django_ws.v1.Publish.TraceEntry\x12\x0f\n\x07sent_at\x18\x05 \x01(\x01\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x05Hello\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0f\n\x07ordinal\x18\x02 \x01(\r\x12\x0e\n\x06shards\x18\x03 \x01(\r\x12\x16\n\x0etopology_epoch\x18\x04 \x01(\x04\"\xb3\x01\n\tEdgeFrame\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x13.django_ws.v1.Hello\x12\x11\n\tsubscribe\x18\x02 \x03(\t\x12&\n\x07publish\x18\x03 \x03(\x0b\x32\x15.django_ws.v1.Publish\x12\x13\n\x0bunsubscribe\x18\x04 \x03(\t\x12\x0c\n\x04sync\x18\x05 \x01(\x04\x12$\n\x06resume\x18\x06 \x03(\x0b\x32\x14.django_ws.v1.Resume\"G\n\x06Resume\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0f\n\x07request\x18\x04 \x01(\x04\"\x95\x01\n\tRecovered\x12\x0f\n\x07request\x18\x01 \x01(\x04\x12\r\n\x05group\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12*\n\ndeliveries\x18\x05 \x03(\x0b\x32\x16.django_ws.v1.Delivery\x12\x0c\n\x04lost\x18\x06 \x01(\t\x12\x0f\n\x07refused\x18\x07 \x01(\t\"\xde\x01\n\x08\x44\x65livery\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\"\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x13.django_ws.v1.Event\x12\x30\n\x05trace\x18\x04 \x03(\x0b\x32!.django_ws.v1.Delivery.TraceEntry\x12\x0f\n\x07sent_at\x18\x05 \x01(\x01\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x1a,\n\nTraceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x07Welcome\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\x12\x16\n\x0etopology_epoch\x18\x04 \x01(\x04\"9\n\x07Refusal\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe6\x01\n\x0b\x42rokerFrame\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.django_ws.v1.Welcome\x12*\n\ndeliveries\x18\x02 \x03(\x0b\x32\x16.django_ws.v1.Delivery\x12\'\n\x08refusals\x18\x03 \x03(\x0b\x32\x15.django_ws.v1.Refusal\x12\x0e\n\x06synced\x18\x04 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x05 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x06 \x01(\x04\x12*\n\trecovered\x18\x07 \x03(\x0b\x32\x17.django_ws.v1.Recovered\"s\n\x0ePublishRequest\x12&\n\x07publish\x18\x01 \x03(\x0b\x32\x15.django_ws.v1.Publish\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\x11\n\tpublisher\x18\x03 \x01(\t\x12\x16\n\x0etopology_epoch\x18\x04 \x01(\x04\"~\n\x0cGroupHistory\x12\r\n\x05group\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12*\n\ndeliveries\x18\x04 \x03(\x0b\x32\x16.django_ws.v1.Delivery\x12\x14\n\x0cpublished_at\x18\x05 \x03(\x01\"\xe4\x01\n\x0b\x42rokerState\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12*\n\x06groups\x18\x03 \x03(\x0b\x32\x1a.django_ws.v1.GroupHistory\x12=\n\npublishers\x18\x04 \x03(\x0b\x32).django_ws.v1.BrokerState.PublishersEntry\x12\x16\n\x0etopology_epoch\x18\x05 \x01(\x04\x1a\x31\n\x0fPublishersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"I\n\x0cPublishReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\'\n\x08refusals\x18\x02 \x03(\x0b\x32\x15.django_ws.v1.Refusal\"&\n\x0cStatsRequest\x12\x16\n\x0einclude_groups\x18\x01 \x01(\x08\"\xaf\x02\n\nStatsReply\x12\x0f\n\x07ordinal\x18\x01 \x01(\r\x12\x0e\n\x06shards\x18\x02 \x01(\r\x12\r\n\x05\x65\x64ges\x18\x03 \x01(\r\x12\x0e\n\x06groups\x18\x04 \x01(\r\x12\x15\n\rsubscriptions\x18\x05 \x01(\x04\x12\x11\n\tpublished\x18\x06 \x01(\x04\x12\x11\n\tdelivered\x18\x07 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x08 \x01(\x04\x12=\n\x0bgroup_edges\x18\t \x03(\x0b\x32(.django_ws.v1.StatsReply.GroupEdgesEntry\x12\x10\n\x08\x65\x64ge_ids\x18\n \x03(\t\x12\x0f\n\x07\x62oot_id\x18\x0b \x01(\t\x1a\x31\n\x0fGroupEdgesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"8\n\x0eReshardRequest\x12\x0e\n\x06shards\x18\x01 \x01(\r\x12\x16\n\x0etopology_epoch\x18\x02 \x01(\x04\"7\n\x0cReshardReply\x12\x0e\n\x06shards\x18\x01 \x01(\r\x12\x17\n\x0freleased_groups\x18\x02 \x01(\r*r\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_DICT\x10\x01\x12\x1c\n\x18\x45VENT_KIND_GROUP_MESSAGE\x10\x02\x12\x16\n\x12\x45VENT_KIND_CONTROL\x10\x03\x32\x93\x02\n\x06\x42roker\x12@\n\x06\x41ttach\x12\x17.django_ws.v1.EdgeFrame\x1a\x19.django_ws.v1.BrokerFrame(\x01\x30\x01\x12\x43\n\x07Publish\x12\x1c.django_ws.v1.PublishRequest\x1a\x1a.django_ws.v1.PublishReply\x12=\n\x05Stats\x12\x1a.django_ws.v1.StatsRequest\x1a\x18.django_ws.v1.StatsReply\x12\x43\n\x07Reshard\x12\x1c.django_ws.v1.ReshardRequest\x1a\x1a.django_ws.v1.ReshardReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BROKERSTATE_PUBLISHERSENTRY']._serialized_options = b'8\001'
   _globals['_STATSREPLY_GROUPEDGESENTRY']._loaded_options = None
   _globals['_STATSREPLY_GROUPEDGESENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTKIND']._serialized_start=2386
-  _globals['_EVENTKIND']._serialized_end=2500
+  _globals['_EVENTKIND']._serialized_start=2434
+  _globals['_EVENTKIND']._serialized_end=2548
   _globals['_EVENT']._serialized_start=49
   _globals['_EVENT']._serialized_end=123
   _globals['_PUBLISH']._serialized_start=126
@@ -48,43 +48,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISH_TRACEENTRY']._serialized_start=284
   _globals['_PUBLISH_TRACEENTRY']._serialized_end=328
   _globals['_HELLO']._serialized_start=330
-  _globals['_HELLO']._serialized_end=387
-  _globals['_EDGEFRAME']._serialized_start=390
-  _globals['_EDGEFRAME']._serialized_end=569
-  _globals['_RESUME']._serialized_start=571
-  _globals['_RESUME']._serialized_end=642
-  _globals['_RECOVERED']._serialized_start=645
-  _globals['_RECOVERED']._serialized_end=794
-  _globals['_DELIVERY']._serialized_start=797
-  _globals['_DELIVERY']._serialized_end=1019
+  _globals['_HELLO']._serialized_end=411
+  _globals['_EDGEFRAME']._serialized_start=414
+  _globals['_EDGEFRAME']._serialized_end=593
+  _globals['_RESUME']._serialized_start=595
+  _globals['_RESUME']._serialized_end=666
+  _globals['_RECOVERED']._serialized_start=669
+  _globals['_RECOVERED']._serialized_end=818
+  _globals['_DELIVERY']._serialized_start=821
+  _globals['_DELIVERY']._serialized_end=1043
   _globals['_DELIVERY_TRACEENTRY']._serialized_start=284
   _globals['_DELIVERY_TRACEENTRY']._serialized_end=328
-  _globals['_WELCOME']._serialized_start=1021
-  _globals['_WELCOME']._serialized_end=1104
-  _globals['_REFUSAL']._serialized_start=1106
-  _globals['_REFUSAL']._serialized_end=1163
-  _globals['_BROKERFRAME']._serialized_start=1166
-  _globals['_BROKERFRAME']._serialized_end=1396
-  _globals['_PUBLISHREQUEST']._serialized_start=1398
-  _globals['_PUBLISHREQUEST']._serialized_end=1489
-  _globals['_GROUPHISTORY']._serialized_start=1491
-  _globals['_GROUPHISTORY']._serialized_end=1617
-  _globals['_BROKERSTATE']._serialized_start=1620
-  _globals['_BROKERSTATE']._serialized_end=1848
-  _globals['_BROKERSTATE_PUBLISHERSENTRY']._serialized_start=1799
-  _globals['_BROKERSTATE_PUBLISHERSENTRY']._serialized_end=1848
-  _globals['_PUBLISHREPLY']._serialized_start=1850
-  _globals['_PUBLISHREPLY']._serialized_end=1923
-  _globals['_STATSREQUEST']._serialized_start=1925
-  _globals['_STATSREQUEST']._serialized_end=1963
-  _globals['_STATSREPLY']._serialized_start=1966
-  _globals['_STATSREPLY']._serialized_end=2269
-  _globals['_STATSREPLY_GROUPEDGESENTRY']._serialized_start=2220
-  _globals['_STATSREPLY_GROUPEDGESENTRY']._serialized_end=2269
-  _globals['_RESHARDREQUEST']._serialized_start=2271
-  _globals['_RESHARDREQUEST']._serialized_end=2327
-  _globals['_RESHARDREPLY']._serialized_start=2329
-  _globals['_RESHARDREPLY']._serialized_end=2384
-  _globals['_BROKER']._serialized_start=2503
-  _globals['_BROKER']._serialized_end=2778
+  _globals['_WELCOME']._serialized_start=1045
+  _globals['_WELCOME']._serialized_end=1128
+  _globals['_REFUSAL']._serialized_start=1130
+  _globals['_REFUSAL']._serialized_end=1187
+  _globals['_BROKERFRAME']._serialized_start=1190
+  _globals['_BROKERFRAME']._serialized_end=1420
+  _globals['_PUBLISHREQUEST']._serialized_start=1422
+  _globals['_PUBLISHREQUEST']._serialized_end=1537
+  _globals['_GROUPHISTORY']._serialized_start=1539
+  _globals['_GROUPHISTORY']._serialized_end=1665
+  _globals['_BROKERSTATE']._serialized_start=1668
+  _globals['_BROKERSTATE']._serialized_end=1896
+  _globals['_BROKERSTATE_PUBLISHERSENTRY']._serialized_start=1847
+  _globals['_BROKERSTATE_PUBLISHERSENTRY']._serialized_end=1896
+  _globals['_PUBLISHREPLY']._serialized_start=1898
+  _globals['_PUBLISHREPLY']._serialized_end=1971
+  _globals['_STATSREQUEST']._serialized_start=1973
+  _globals['_STATSREQUEST']._serialized_end=2011
+  _globals['_STATSREPLY']._serialized_start=2014
+  _globals['_STATSREPLY']._serialized_end=2317
+  _globals['_STATSREPLY_GROUPEDGESENTRY']._serialized_start=2268
+  _globals['_STATSREPLY_GROUPEDGESENTRY']._serialized_end=2317
+  _globals['_RESHARDREQUEST']._serialized_start=2319
+  _globals['_RESHARDREQUEST']._serialized_end=2375
+  _globals['_RESHARDREPLY']._serialized_start=2377
+  _globals['_RESHARDREPLY']._serialized_end=2432
+  _globals['_BROKER']._serialized_start=2551
+  _globals['_BROKER']._serialized_end=2826
 # @@protoc_insertion_point(module_scope)

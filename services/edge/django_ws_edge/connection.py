@@ -200,6 +200,9 @@ class EdgeConnection(ConnectionPort):
     async def leave_all_groups(self) -> None:
         self.edge_layer.unregister(self.channel_name)
 
+    def on_consumer_error(self, event_type: str) -> None:
+        metrics.CONSUMER_ERRORS.inc()
+
     def close_slow(self, why: str) -> None:
         """Close a client that does not keep up, without waiting on it: the events
         still waiting for it are dropped and counted."""
