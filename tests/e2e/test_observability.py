@@ -153,7 +153,7 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
     await reader.close()
 
     # Stalled workers: the broker's queues for their streams fill up and overflow (the
-    # edge learns how many were dropped); a publish to a channel nobody has is refused.
+    # edge learns how many were dropped); a publish to a bad group name is refused.
     async with grpc.aio.insecure_channel(broker.listen) as channel:
         stub = broker_pb2_grpc.BrokerStub(channel)
         workers = edge.worker_pids()
@@ -183,6 +183,10 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
         )
         for _ in range(2):
             await stub.Publish(retried, timeout=5)
+        bad_name = broker_pb2.PublishRequest(
+            publish=[broker_pb2.Publish(group="not a group", event=body)], shards=1
+        )
+        assert (await stub.Publish(bad_name, timeout=5)).refusals
     while True:  # what piled up reaches member a
         try:
             await asyncio.wait_for(a.recv(), 1)
