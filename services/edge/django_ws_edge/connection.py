@@ -15,15 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from django_ws_client.connection import CloseCode, ConnectionPort, Event
 from django_ws_edge import metrics
 from django_ws_edge.guards import TokenBucket
 from django_ws_edge.options import DEFAULT_SLOW_CLIENT_SECONDS
+from django_ws_edge.ws_internals import ServerConnection, State
 
 if TYPE_CHECKING:
     from django_ws_edge.layer import EdgeChannelLayer
