@@ -129,9 +129,29 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
     await asyncio.wait_for(raising.wait_closed(), 5)
     assert raising.close_code == 1011
     await asyncio.sleep(0.3)  # the workers add their tallies to the counters every 100 ms
-    edge_scrapes.append(reading(scrape(edge_url)[0]))
-    broker_scrapes.append(reading(scrape(metrics_url)[0]))
+    edge_text, edge_names = scrape(edge_url)
+    broker_text, broker_names = scrape(metrics_url)
+    edge_scrapes.append(reading(edge_text))
+    broker_scrapes.append(reading(broker_text))
+    used = sorted({name for _, expr in all_queries() for name in metric_names(expr)})
+    missing = sorted(set(used) - edge_names - broker_names)
+    assert not missing, f"dashboards query series no running process exports: {missing}"
+    # The values reflect the traffic, merged over both workers.
+    assert 'django_ws_edge_handshakes_rejected_total{status="404"} 1.0' in edge_text
+    assert "django_ws_edge_consumer_errors_total 1.0" in edge_text
+    if shutil.which("promtool"):
+        for text in (edge_text, broker_text):
+            result = await asyncio.to_thread(
+                subprocess.run,
+                ["promtool", "check", "metrics"],
+                input=text,
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
     await b.close(code=4000)
+    await asyncio.sleep(0.3)
+    assert 'django_ws_edge_connections_closed_total{code="4000-4999"} 1.0' in scrape(edge_url)[0]
 
     # A receive queue (new_channel()) nobody reads overflows.
     reader = await connect(f"{edge.ws_url}/ws/protocol/x/")
@@ -216,7 +236,6 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
     broker_scrapes.append(reading(scrape(metrics_url)[0]))
     await a.close()
 
-    used = sorted({name for _, expr in all_queries() for name in metric_names(expr)})
     flat = []
     for series in used:
         readings = broker_scrapes if series.startswith("django_ws_broker_") else edge_scrapes
@@ -227,7 +246,7 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
         if not moved(series, readings):
             flat.append(series)
     print(
-        f"{len(used)} dashboard series; {len(used) - len(ONLY_ON_OTHER_FAULTS) - len(flat)} "
+        f"\n{len(used)} dashboard series, all exported by the live edge and broker; {len(used) - len(ONLY_ON_OTHER_FAULTS) - len(flat)} "
         f"moved here, {len(ONLY_ON_OTHER_FAULTS)} move only on faults other tests drive"
     )
     assert not flat, f"dashboard series that stayed flat under traffic and faults: {flat}"
@@ -236,45 +255,3 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
         assert series.removesuffix("_total") in (TESTS / test).read_text(), (
             f"{test} is said to move {series} ({why}) but does not mention it"
         )
-
-
-async def test_every_dashboard_metric_is_exported_by_a_running_edge_or_broker(stack: Stack) -> None:
-    pytest.importorskip("grafana_foundation_sdk", reason="pip install -e '.[deploy]'")
-    from deploy.dashboards import all_queries
-    from deploy.promql import metric_names
-
-    metrics_port = free_port()
-    broker = stack.broker(None, "--metrics", f"127.0.0.1:{metrics_port}")
-    edge = stack.edge(workers=2, broker=broker.listen)
-    # Traffic that touches every kind of metric: connections opened and closed with a
-    # code, messages both ways, group sends and deliveries, a rejected handshake.
-    a, _ = await join(f"{edge.ws_url}/ws/group/observed/")
-    b, _ = await join(f"{edge.ws_url}/ws/group/observed/")
-    await a.send(json.dumps({"text": "measured"}))
-    for ws in (a, b):
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["text"] == "measured"
-    with pytest.raises(InvalidStatus):
-        await connect(f"{edge.ws_url}/ws/nowhere/")
-    await b.close(code=4000)
-    edge_text, edge_names = scrape(f"http://127.0.0.1:{edge.health_port}/metrics")
-    broker_text, broker_names = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
-    exported = edge_names | broker_names
-    used = {name for _, expr in all_queries() for name in metric_names(expr)}
-    missing = sorted(used - exported)
-    print(f"\n{len(used)} series used by the dashboards; all exported by the live edge and broker")
-    assert not missing, f"dashboards query series no running process exports: {missing}"
-    # The values reflect the traffic, merged over both workers.
-    assert 'django_ws_edge_connections_closed_total{code="4000-4999"} 1.0' in edge_text
-    assert 'django_ws_edge_handshakes_rejected_total{status="404"} 1.0' in edge_text
-    assert "django_ws_broker_published_total" in broker_text
-    if shutil.which("promtool"):
-        for text in (edge_text, broker_text):
-            result = await asyncio.to_thread(
-                subprocess.run,
-                ["promtool", "check", "metrics"],
-                input=text,
-                capture_output=True,
-                text=True,
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
-    await a.close()

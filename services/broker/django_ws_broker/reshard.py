@@ -73,26 +73,17 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("DJANGO_WS_ADMIN_SECRETS") or None,
         help="file whose first line is the admin secret (default: $DJANGO_WS_ADMIN_SECRETS)",
     )
-    parser.add_argument(
-        "--tls-ca",
-        type=Path,
-        default=os.environ.get("DJANGO_WS_TLS_CA") or None,
-        help="CA that verifies the brokers' certificates; reach them over TLS "
-        "(default: $DJANGO_WS_TLS_CA; none: plaintext)",
-    )
-    parser.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=os.environ.get("DJANGO_WS_TLS_CERT") or None,
-        help="client certificate for brokers that require mutual TLS "
-        "(default: $DJANGO_WS_TLS_CERT)",
-    )
-    parser.add_argument(
-        "--tls-key",
-        type=Path,
-        default=os.environ.get("DJANGO_WS_TLS_KEY") or None,
-        help="the client certificate's key (default: $DJANGO_WS_TLS_KEY)",
-    )
+    for flag, variable, what in (
+        ("--tls-ca", "DJANGO_WS_TLS_CA", "CA that verifies the brokers: reach them over TLS"),
+        ("--tls-cert", "DJANGO_WS_TLS_CERT", "client certificate, for mutual TLS"),
+        ("--tls-key", "DJANGO_WS_TLS_KEY", "the client certificate's key"),
+    ):
+        parser.add_argument(
+            flag,
+            type=Path,
+            default=os.environ.get(variable) or None,
+            help=f"{what} (default: ${variable})",
+        )
     parser.add_argument(
         "--tls-server-name",
         default=None,
