@@ -58,6 +58,9 @@ if [ ! -x "$py313" ]; then
 fi
 leg=".cache/venv-py3.13-django6.0"
 [ -x "$leg/bin/python" ] || "$py313" -m venv "$leg"
+# This venv is the script's own: drop the distribution's former name if an older run
+# installed it (the project was "django-ws" before it became "django-ws-grpc").
+"$leg/bin/python" -m pip uninstall -q -y django-ws >/dev/null 2>&1 || true
 "$leg/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,deploy,bench]' 'django>=6.0,<6.1'
 "$leg/bin/python" -c 'import sys, django; print(f"second leg: Python {sys.version.split()[0]}, Django {django.get_version()}")'
 exec "$leg/bin/python" -m pytest \

@@ -8,6 +8,7 @@ import importlib.metadata
 import pytest
 from packaging.requirements import Requirement
 
+from django_ws_client import DISTRIBUTION
 from django_ws_edge import ws_internals
 
 
@@ -21,7 +22,7 @@ def test_the_installed_websockets_has_every_internal_the_edge_uses() -> None:
 def test_the_supported_range_is_the_one_pyproject_declares() -> None:
     declared = next(
         Requirement(r)
-        for r in importlib.metadata.requires("django-ws") or []
+        for r in importlib.metadata.requires(DISTRIBUTION) or []
         if Requirement(r).name == "websockets"
     )
     assert str(declared.specifier) == str(Requirement(f"websockets{ws_internals.SUPPORTED}").specifier)
