@@ -95,3 +95,22 @@ async def test_a_shard_count_mismatch_is_refused_and_a_newer_topology_is_not(sta
             await stub.Publish(publish_request(2, epoch=4), timeout=5)
         assert unary.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert isinstance(await first_answer(stub, hello("ws.right", 3, epoch=4), "ws.right"), broker_pb2.Welcome)
+
+
+def test_an_edge_configured_with_another_shard_count_is_refused_and_says_why(
+    stack: Stack,
+) -> None:
+    """A real websocket server whose settings count 1 broker, at a broker of 2: its link
+    is refused, it stays not ready, and its log names the mismatch and the setting."""
+    from support.processes import wait_until
+
+    broker = stack.broker(None, "--ordinal", "0", "--shards", "2")
+    edge = stack.edge(workers=1, broker=broker.listen, wait=False)
+    wait_until(lambda: "shard count mismatch" in edge.log(), 30, "the refusal in the edge's log")
+    status, _ = edge.readyz()
+    line = next(line for line in edge.log().splitlines() if "shard count mismatch" in line)
+    print(f"\nedge counting 1 broker at a broker of 2: /readyz {status}; log: {line.strip()}")
+    assert status == 503
+    assert "DJANGO_WS_SHARDS" in line
+    assert broker.stats().edges == 0
+
