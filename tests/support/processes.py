@@ -134,6 +134,21 @@ class EdgeServer(Process):
         return self.events_file.read_text().splitlines()
 
 
+def websockets_server_command(bind: str, workers: int, health_port: int) -> list[str]:
+    """``manage.py websockets_server`` on ``bind`` with ``workers`` and a health port."""
+    return [
+        sys.executable,
+        "manage.py",
+        "websockets_server",
+        "-b",
+        bind,
+        "-w",
+        str(workers),
+        "--health",
+        f"127.0.0.1:{health_port}",
+    ]
+
+
 def start_edge(
     tmp: Path,
     *,
@@ -163,18 +178,7 @@ def start_edge(
     if brokers:
         extra["TEST_BROKERS"] = ",".join(brokers)
     server = EdgeServer(
-        args=[
-            sys.executable,
-            "manage.py",
-            "websockets_server",
-            "-b",
-            bind,
-            "-w",
-            str(workers),
-            "--health",
-            f"127.0.0.1:{health_port}",
-            *extra_args,
-        ],
+        args=[*websockets_server_command(bind, workers, health_port), *extra_args],
         log_path=tmp / f"{name}.log",
         env=base_env(**extra),
         cwd=project,
