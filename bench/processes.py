@@ -1,4 +1,7 @@
-"""Processes the benchmark starts, and the promise that it stops every one of them.
+"""Processes the benchmark and the tests start, and the promise that they stop every one.
+
+The one process harness of the repository: the tests' brokers and websocket servers
+(``tests/support/processes.py``) are built on :class:`ManagedProcess` too.
 
 Each child gets its own process group (``start_new_session``), so stopping it reaches
 its workers too. Some children make grandchildren in sessions of their own (django-ws'
@@ -62,17 +65,39 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-@dataclass
-class ManagedProcess:
-    """A child process in its own process group, with its output in a log file."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    return [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
 
-    name: str
+
+def none_running(pids: list[int]) -> bool:
+    """Whether every one of ``pids`` has exited (zombies awaiting their parent count)."""
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+@dataclass(kw_only=True)
+class ManagedProcess:
+    """A child process in its own process group, with its output in a log file.
+
+    ``terminate_group``: whether a stop sends SIGTERM to the whole group (servers whose
+    workers should all stop at once) or to the process alone (a supervisor whose own
+    shutdown is under test); either way what is left is then killed.
+    """
+
     args: list[str]
     log_path: Path
     cwd: Path
     env: dict[str, str]
+    name: str = ""
     popen: subprocess.Popen[bytes] | None = None
     extra_pids: list[int] = field(default_factory=list)
+    terminate_group: bool = True
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -94,15 +119,28 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def log(self, tail: int = 4000) -> str:
+    def log(self, tail: int | None = None) -> str:
+        """The process's output so far (its last ``tail`` characters)."""
         try:
-            return self.log_path.read_text(errors="replace")[-tail:]
+            text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+        return text if tail is None else text[-tail:]
 
     def check_alive(self) -> None:
         if not self.alive():
-            raise RuntimeError(f"{self.name} exited early; the end of its log:\n{self.log()}")
+            raise RuntimeError(
+                f"{self.name} exited early; the end of its log:\n{self.log(4000)}"
+            )
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.popen is not None
+        return self.popen.wait(timeout)
 
     def tree(self) -> list[psutil.Process]:
         """This process, its descendants (in any session) and the extra pids given."""
@@ -117,7 +155,8 @@ class ManagedProcess:
         return found
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to the process group, then SIGKILL to whatever of the tree is left."""
+        """SIGTERM (to the group or the process), then SIGKILL to whatever of the tree
+        is left."""
         if self.popen is None:
             return
         try:
@@ -126,7 +165,10 @@ class ManagedProcess:
             tree = []
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                if self.terminate_group:
+                    os.killpg(self.popen.pid, signal.SIGTERM)
+                else:
+                    self.popen.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         with contextlib.suppress(ProcessLookupError, PermissionError):

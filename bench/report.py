@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = [
-    "django-ws",
+    "django-ws-grpc",
     "Django",
     "websockets",
     "grpcio",

@@ -38,6 +38,7 @@ from django.utils.module_loading import import_string
 
 from django_ws_client import conf
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.seed_paths import current_path, import_path
 from django_ws_client.transport.base import ChannelLayer
 
 TAG = "django_ws"
@@ -90,10 +91,8 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error | Warn
         ]
     for alias in backends:
         try:
-            path = backend_settings(alias)["BACKEND"].replace(
-                "gGPCTransportLayer", "GRPCTransportLayer"
-            )
-            import_string(path.replace("django_websockets.", "django_ws_client."))
+            path = current_path(backend_settings(alias)["BACKEND"])
+            import_string(path)
         except InvalidChannelLayerError as exc:
             errors.append(Error(str(exc), id="django_ws.E001"))
             continue
@@ -107,7 +106,7 @@ def check_transport(app_configs: Any = None, **kwargs: Any) -> list[Error | Warn
                 )
             )
             continue
-        backend = import_string(path.replace("django_websockets.", "django_ws_client."))
+        backend = import_string(path)
         if not (isinstance(backend, type) and issubclass(backend, ChannelLayer)):
             errors.append(
                 Error(
@@ -258,7 +257,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[Error | War
     paths = conf.middleware_paths()
     for path in paths:
         try:
-            import_string(path.replace("django_websockets.", "django_ws_client."))
+            import_path(path)
         except ImportError as exc:
             results.append(
                 Error(

@@ -157,6 +157,11 @@ class ConnectionPort(ABC):
         if budget is not None:
             budget.used -= size
 
+    def on_consumer_error(self, event_type: str) -> None:
+        """A handler raised (already logged with its traceback); servers override this
+        to count it in their metrics."""
+        return None
+
     def deliver_disconnect(self, code: int) -> None:
         """Queue ``websocket.disconnect`` (always accepted, whatever is waiting)."""
         if not self._disconnect_queued:
@@ -268,6 +273,7 @@ class ConnectionPort(ABC):
                         event_type_of(event),
                         self.channel_name,
                     )
+                    self.on_consumer_error(event_type)
                     if is_disconnect:
                         break
                     if not self.decided:

@@ -12,15 +12,21 @@ from support.processes import Stack
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="run the long soak tests")
+    parser.addoption(
+        "--floors",
+        action="store_true",
+        help="install the lowest supported dependencies in a fresh venv and smoke-test them",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--soak"):
-        return
-    skip = pytest.mark.skip(reason="soak test: run with --soak")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
+    for flag in ("soak", "floors"):
+        if config.getoption(f"--{flag}"):
+            continue
+        skip = pytest.mark.skip(reason=f"{flag} test: run with --{flag}")
+        for item in items:
+            if flag in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from django.utils.module_loading import import_string
-
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.seed_paths import import_path
 
 if TYPE_CHECKING:
     from django_ws_client.connection import ConnectionPort
@@ -50,7 +49,6 @@ def build_stack(paths: list[str], inner: App = dispatch_to_route) -> App:
     """Build the stack: the first path is the outermost middleware."""
     app = inner
     for path in reversed(paths):
-        # The seed's package name keeps working.
-        cls = import_string(path.replace("django_websockets.", "django_ws_client."))
+        cls = import_path(path)
         app = cls(app)
     return app

@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 
 from django_ws_client import conf
 from django_ws_client.exceptions import InvalidChannelLayerError
+from django_ws_client.seed_paths import current_path
 from django_ws_client.transport.aliased import AliasedLayer
 from django_ws_client.transport.base import ChannelLayer
 from django_ws_client.transport.config import TransportConfig, parse_config
@@ -116,10 +117,7 @@ def in_test_environment() -> bool:
 def build_layer(alias: str = "default") -> ChannelLayer:
     entry = backend_settings(alias)
     path = entry["BACKEND"]
-    # The seed spelled the class gGPCTransportLayer; accept it so seed settings work.
-    path = path.replace("gGPCTransportLayer", "GRPCTransportLayer").replace(
-        "django_websockets.", "django_ws_client."
-    )
+    path = current_path(path)
     try:
         backend = import_string(path)
     except ImportError as exc:

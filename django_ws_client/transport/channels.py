@@ -24,6 +24,7 @@ import grpc
 from django_ws_client.transport.config import TransportConfig
 from django_ws_client.transport.private_socket import check_broker_socket, socket_directory
 from django_ws_proto.credentials import EDGE_KEY, SecretFile, bearer
+from django_ws_proto.grpc_channels import open_channel, tls_credentials
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -52,11 +53,7 @@ def channel_credentials(config: TransportConfig) -> grpc.ChannelCredentials | No
     tls = config.tls
     if tls is None:
         return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=tls.ca.read_bytes(),
-        private_key=tls.key.read_bytes() if tls.key else None,
-        certificate_chain=tls.cert.read_bytes() if tls.cert else None,
-    )
+    return tls_credentials(tls.ca, tls.cert, tls.key)
 
 
 _secret_files: dict[Path, SecretFile] = {}
@@ -138,12 +135,9 @@ class SyncChannelPool:
             channel = self._channels.get(address)
             if channel is None:
                 self._check_private(address)
-                credentials = channel_credentials(self.config)
-                options = channel_options(self.config)
-                if credentials is None:
-                    channel = grpc.insecure_channel(address, options=options)
-                else:
-                    channel = grpc.secure_channel(address, credentials, options=options)
+                channel = open_channel(
+                    address, channel_credentials(self.config), channel_options(self.config)
+                )
                 if self.config.secret_file is not None:
                     config = self.config
                     channel = grpc.intercept_channel(

@@ -126,3 +126,26 @@ def test_group_send_outside_tests_with_no_server_is_an_error(tmp_path: Path) -> 
     assert result.returncode != 0
     assert result.stdout.strip().splitlines()[-1] == "GRPCTransportLayer"
     assert "BrokerUnavailable" in result.stderr and "is the websocket server or broker running" in result.stderr
+
+
+def test_the_seed_projects_class_paths_still_work() -> None:
+    """Settings written for the seed (package ``django_websockets``, the layer spelled
+    ``gGPCTransportLayer``) build the same layer and middleware, and pass the checks."""
+    from django_ws_client.middlewares.base import build_stack
+    from django_ws_client.middlewares.route import RouteMiddleware
+    from django_ws_client.transport import build_layer
+
+    seed = {
+        "default": {
+            "BACKEND": "django_websockets.transport.gGPCTransportLayer",
+            "CONFIG": {"brokers": ["127.0.0.1:1"]},
+        }
+    }
+    middleware = ["django_websockets.middlewares.route.RouteMiddleware"]
+    with override_settings(WEBSOCKET_TRANSPORT_BACKENDS=seed, WEBSOCKET_MIDDLEWARE=middleware):
+        layer = build_layer()
+        assert type(layer) is GRPCTransportLayer
+        errors = {k for k in found() if k in ("django_ws.E001", "django_ws.E004")}
+        assert not errors, found()
+    assert isinstance(build_stack(middleware), RouteMiddleware)
+    print("seed paths:", seed["default"]["BACKEND"], "->", type(layer).__name__)

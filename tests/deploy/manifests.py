@@ -15,7 +15,7 @@ from typing import Any, cast
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "django-ws"
+CHART = ROOT / "helm" / "django-ws-grpc"
 FULL_VALUES = CHART / "ci" / "values-full.yaml"
 KUSTOMIZE_BASE = ROOT / "k8s" / "base"
 KUBERNETES_VERSION = "1.30.0"

@@ -40,7 +40,7 @@ def test_dashboards_are_up_to_date_with_their_generator() -> None:
         for name, make in generator["DASHBOARDS"].items()
         if generator["render"](make) != (CHART / "dashboards" / name).read_text()
     ]
-    assert not stale, f"run helm/django-ws/dashboards/generate.py: {stale} out of date"
+    assert not stale, f"run helm/django-ws-grpc/dashboards/generate.py: {stale} out of date"
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)

@@ -52,7 +52,7 @@ def without_secret_values(doc: dict[str, Any]) -> dict[str, Any]:
 
 def test_base_equals_the_chart_defaults(kustomize_release: Release) -> None:
     """Helm's bookkeeping labels and the dashboards ConfigMap aside (Grafana users
-    import helm/django-ws/dashboards/*.json), the base is the chart's defaults
+    import helm/django-ws-grpc/dashboards/*.json), the base is the chart's defaults
     rendered as release "django-ws"."""
     chart = render_chart(name="django-ws", namespace="default")
     expected = {

@@ -18,7 +18,15 @@ import pytest
 from websockets.asyncio.client import connect
 
 from support.clients import join
-from support.processes import TEST_PROJECT, EdgeServer, Stack, base_env, free_port, wait_until
+from support.processes import (
+    TEST_PROJECT,
+    EdgeServer,
+    Stack,
+    base_env,
+    free_port,
+    wait_until,
+    websockets_server_command,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,15 +73,7 @@ def edge_on_small_tmpfs(stack: Stack, size: str, full_first: bool) -> EdgeServer
             "-c",
             script,
             size,
-            sys.executable,
-            "manage.py",
-            "websockets_server",
-            "-b",
-            bind,
-            "-w",
-            "2",
-            "--health",
-            f"127.0.0.1:{health_port}",
+            *websockets_server_command(bind, 2, health_port),
         ],
         log_path=stack.tmp / "edge.log",
         # Nothing of the test's own /tmp is visible inside: no database or events file.

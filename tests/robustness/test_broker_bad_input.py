@@ -45,7 +45,7 @@ async def still_serving(broker: Broker, channel: grpc.aio.Channel, shards: int =
     stub = broker_pb2_grpc.BrokerStub(channel)
     ring = ShardRing(shards)
     group = next(g for g in (f"after{i}" for i in range(100)) if ring.owner(g) == 0)
-    call = await wire.attach(stub, "ws.wellformed", [group])
+    call = await wire.attach(stub, "ws.wellformed", [group], shards=shards)
     await call.write(
         broker_pb2.EdgeFrame(publish=[broker_pb2.Publish(group=group, event=wire.event())])
     )

@@ -58,7 +58,7 @@ _MORE = re.compile(r"(\d+) more operations were refused \(only the first 100 ref
 # Errors a stream may end with, each for a reason the details name.
 STREAM_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: ("bad hello: ", "the first frame", "not a valid"),
-    grpc.StatusCode.FAILED_PRECONDITION: ("this is broker 0",),
+    grpc.StatusCode.FAILED_PRECONDITION: ("this is broker 0", "shard count mismatch: "),
     grpc.StatusCode.RESOURCE_EXHAUSTED: ("larger than max",),
     grpc.StatusCode.ABORTED: (REPLACED,),
     # A well-formed edge id that the stream's key does not derive.
@@ -127,8 +127,16 @@ hellos = st.builds(
         text,
     ),
     ordinal=st.just(0) | st.integers(0, 2**32 - 1),
-    shards=st.integers(0, 2**32 - 1),
+    shards=st.sampled_from([0, SHARDS]) | st.integers(0, 2**32 - 1),
+    topology_epoch=st.just(0) | st.integers(0, 2**64 - 1),
 )
+# A shard count the broker (ordinal 0 of SHARDS, topology epoch 0) refuses.
+shard_counts = st.sampled_from([0, SHARDS]) | st.integers(0, 2**32 - 1)
+
+
+def refused_shard_count(shards: int, topology_epoch: int) -> bool:
+    """Whether the broker refuses a caller stating ``shards`` at ``topology_epoch``."""
+    return shards not in (0, SHARDS) and topology_epoch == 0
 
 
 def refused_count(refusals: list[broker_pb2.Refusal]) -> int:
@@ -211,7 +219,11 @@ def test_fuzz_broker_attach_streams(stack: Stack) -> None:
             token = next(tokens)
             first = broker_pb2.EdgeFrame(hello=hello)
             answers, error = converse(attach, first, list(frames), token)
-            valid_hello = hello.ordinal == 0 and hello.edge_id == wire.edge_id(FUZZ_EDGE)
+            valid_hello = (
+                hello.ordinal == 0
+                and hello.edge_id == wire.edge_id(FUZZ_EDGE)
+                and not refused_shard_count(hello.shards, hello.topology_epoch)
+            )
             if error is not None:
                 check_stream_error(error)
                 assert not valid_hello or error.code() != grpc.StatusCode.INVALID_ARGUMENT
@@ -263,10 +275,17 @@ def test_fuzz_broker_unary_publish(stack: Stack) -> None:
                 | st.tuples(small_publishes, st.integers(0, 10_000)).map(
                     lambda pn: [pn[0]] * pn[1]
                 ),
-                shards=st.integers(0, 2**32 - 1),
+                shards=shard_counts,
+                topology_epoch=st.just(0) | st.integers(0, 2**64 - 1),
             ).filter(frame_fits)
         )
         def structured(request: broker_pb2.PublishRequest) -> None:
+            if refused_shard_count(request.shards, request.topology_epoch):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.Publish(request, timeout=15)
+                assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+                assert "shard count mismatch: " in (refused.value.details() or "")  # type: ignore[attr-defined]
+                return
             reply = stub.Publish(request, timeout=15)
             assert reply.accepted + refused_count(list(reply.refusals)) == len(request.publish)
             assert len(reply.refusals) <= 101
@@ -280,8 +299,13 @@ def test_fuzz_broker_unary_publish(stack: Stack) -> None:
                 reply = raw_publish(data, timeout=15)
             except grpc.RpcError as exc:
                 # gRPC's own decoding fails before the broker's code runs; the details
-                # name the message type.
-                assert "django_ws.v1.PublishRequest" in (exc.details() or "")  # type: ignore[attr-defined]
+                # name the message type. Or the bytes decoded to a request stating a
+                # shard count the broker refuses.
+                details = exc.details() or ""  # type: ignore[attr-defined]
+                assert "django_ws.v1.PublishRequest" in details or (
+                    exc.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+                    and "shard count mismatch: " in details
+                ), details
                 return
             assert len(reply.refusals) <= 101
 

@@ -10,116 +10,35 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.processes import ManagedProcess, free_port, none_running, process_tree, wait_until
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
+
+__all__ = ["free_port", "none_running", "process_tree", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_PROJECT = ROOT / "tests" / "project"
 EXAMPLE_PROJECT = ROOT / "examples" / "chat"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass(kw_only=True)
+class Process(ManagedProcess):
+    """A process a test started: SIGTERM goes to it alone (a supervisor's own shutdown is
+    often what the test checks), then whatever of its tree is left is killed."""
 
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    import psutil
-
-    return [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
-
-
-def none_running(pids: list[int]) -> bool:
-    """Whether every one of ``pids`` has exited (zombies awaiting their parent count)."""
-    import psutil
-
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            continue
-    return True
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
-@dataclass
-class Process:
-    """A child process with its output in a log file."""
-
-    args: list[str]
-    log_path: Path
-    env: dict[str, str]
-    cwd: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                self.args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            assert self.popen is not None
-            self.popen.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        assert self.popen is not None
-        return self.popen.wait(timeout)
+    terminate_group: bool = False
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL of the whole process group if it lingers."""
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        if self.popen.poll() is None:
-            self.popen.wait(5)
+        super().stop(timeout)
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -215,6 +134,21 @@ class EdgeServer(Process):
         return self.events_file.read_text().splitlines()
 
 
+def websockets_server_command(bind: str, workers: int, health_port: int) -> list[str]:
+    """``manage.py websockets_server`` on ``bind`` with ``workers`` and a health port."""
+    return [
+        sys.executable,
+        "manage.py",
+        "websockets_server",
+        "-b",
+        bind,
+        "-w",
+        str(workers),
+        "--health",
+        f"127.0.0.1:{health_port}",
+    ]
+
+
 def start_edge(
     tmp: Path,
     *,
@@ -244,18 +178,7 @@ def start_edge(
     if brokers:
         extra["TEST_BROKERS"] = ",".join(brokers)
     server = EdgeServer(
-        args=[
-            sys.executable,
-            "manage.py",
-            "websockets_server",
-            "-b",
-            bind,
-            "-w",
-            str(workers),
-            "--health",
-            f"127.0.0.1:{health_port}",
-            *extra_args,
-        ],
+        args=[*websockets_server_command(bind, workers, health_port), *extra_args],
         log_path=tmp / f"{name}.log",
         env=base_env(**extra),
         cwd=project,

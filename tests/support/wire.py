@@ -74,12 +74,14 @@ async def attach(
     subscribe: list[str] | None = None,
     ordinal: int = 0,
     metadata: tuple[tuple[str, str], ...] = (),
+    shards: int = 1,
 ) -> grpc.aio.StreamStreamCall:
-    """An Attach stream past its welcome, as the edge ``name`` (id ``edge_id(name)``)."""
+    """An Attach stream past its welcome, as the edge ``name`` (id ``edge_id(name)``)
+    believing the cluster has ``shards`` brokers."""
     call = stub.Attach(metadata=(*edge_metadata(name), *metadata))
     await call.write(
         broker_pb2.EdgeFrame(
-            hello=broker_pb2.Hello(edge_id=edge_id(name), ordinal=ordinal, shards=1),
+            hello=broker_pb2.Hello(edge_id=edge_id(name), ordinal=ordinal, shards=shards),
             subscribe=subscribe or [],
         )
     )

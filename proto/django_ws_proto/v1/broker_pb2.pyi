@@ -54,14 +54,16 @@ class Publish(_message.Message):
     def __init__(self, group: _Optional[str] = ..., channel: _Optional[str] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., trace: _Optional[_Mapping[str, str]] = ..., sent_at: _Optional[float] = ..., seq: _Optional[int] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("edge_id", "ordinal", "shards")
+    __slots__ = ("edge_id", "ordinal", "shards", "topology_epoch")
     EDGE_ID_FIELD_NUMBER: _ClassVar[int]
     ORDINAL_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     edge_id: str
     ordinal: int
     shards: int
-    def __init__(self, edge_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
+    topology_epoch: int
+    def __init__(self, edge_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., shards: _Optional[int] = ..., topology_epoch: _Optional[int] = ...) -> None: ...
 
 class EdgeFrame(_message.Message):
     __slots__ = ("hello", "subscribe", "publish", "unsubscribe", "sync", "resume", "members")
@@ -199,14 +201,16 @@ class BrokerFrame(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[Refusal, _Mapping]]] = ..., synced: _Optional[int] = ..., dropped: _Optional[int] = ..., acked: _Optional[int] = ..., recovered: _Optional[_Iterable[_Union[Recovered, _Mapping]]] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("publish", "shards", "publisher")
+    __slots__ = ("publish", "shards", "publisher", "topology_epoch")
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_EPOCH_FIELD_NUMBER: _ClassVar[int]
     publish: _containers.RepeatedCompositeFieldContainer[Publish]
     shards: int
     publisher: str
-    def __init__(self, publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., shards: _Optional[int] = ..., publisher: _Optional[str] = ...) -> None: ...
+    topology_epoch: int
+    def __init__(self, publish: _Optional[_Iterable[_Union[Publish, _Mapping]]] = ..., shards: _Optional[int] = ..., publisher: _Optional[str] = ..., topology_epoch: _Optional[int] = ...) -> None: ...
 
 class GroupHistory(_message.Message):
     __slots__ = ("group", "epoch", "offset", "deliveries", "published_at")

@@ -12,6 +12,11 @@ Shrinking: reshard, then stop the brokers past the new count.
 Resharding is an admin operation: when the brokers check role secrets, give the admin
 secret file with ``--secret-file`` (default: ``$DJANGO_WS_ADMIN_SECRETS``, which a broker
 pod already has, so running this inside one needs nothing more).
+
+Brokers that serve TLS are reached over TLS: ``--tls-ca`` (default ``$DJANGO_WS_TLS_CA``,
+the variable edges use) verifies them, and ``--tls-cert`` / ``--tls-key`` (default
+``$DJANGO_WS_TLS_CERT`` / ``$DJANGO_WS_TLS_KEY``) present a client certificate when they
+require mutual TLS. Without a CA the tool speaks plaintext.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 import grpc
 
 from django_ws_proto.credentials import SecretFileError, bearer, read_secrets
+from django_ws_proto.grpc_channels import Options, open_channel, tls_credentials
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 
@@ -34,12 +40,15 @@ def reshard(
     epoch: int,
     timeout: float = 5.0,
     admin_secret: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Options = (),
 ) -> list[int]:
-    """Reshard each broker in turn; returns how many groups each released."""
+    """Reshard each broker in turn; returns how many groups each released. With
+    ``credentials`` every broker is reached over TLS."""
     metadata = (bearer(admin_secret),) if admin_secret else None
     released = []
     for address in addresses:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, credentials, options) as channel:
             reply = broker_pb2_grpc.BrokerStub(channel).Reshard(
                 broker_pb2.ReshardRequest(shards=shards, topology_epoch=epoch),
                 timeout=timeout,
@@ -64,8 +73,35 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("DJANGO_WS_ADMIN_SECRETS") or None,
         help="file whose first line is the admin secret (default: $DJANGO_WS_ADMIN_SECRETS)",
     )
+    for flag, variable, what in (
+        ("--tls-ca", "DJANGO_WS_TLS_CA", "CA that verifies the brokers: reach them over TLS"),
+        ("--tls-cert", "DJANGO_WS_TLS_CERT", "client certificate, for mutual TLS"),
+        ("--tls-key", "DJANGO_WS_TLS_KEY", "the client certificate's key"),
+    ):
+        parser.add_argument(
+            flag,
+            type=Path,
+            default=os.environ.get(variable) or None,
+            help=f"{what} (default: ${variable})",
+        )
+    parser.add_argument(
+        "--tls-server-name",
+        default=None,
+        help="name to verify in the brokers' certificates instead of each address's host",
+    )
     parser.add_argument("addresses", nargs="+", help="every broker's HOST:PORT or unix:PATH")
     args = parser.parse_args(argv)
+    credentials = None
+    options: list[tuple[str, str]] = []
+    if args.tls_ca:
+        try:
+            credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--tls-ca/--tls-cert/--tls-key: {exc}")
+        if args.tls_server_name:
+            options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+    elif args.tls_cert or args.tls_key:
+        parser.error("--tls-cert and --tls-key need --tls-ca (or $DJANGO_WS_TLS_CA)")
     epoch = args.epoch if args.epoch is not None else int(time.time())
     admin_secret = None
     if args.secret_file:
@@ -74,7 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         except SecretFileError as exc:
             parser.error(str(exc))
     try:
-        released = reshard(args.addresses, args.shards, epoch, admin_secret=admin_secret)
+        released = reshard(
+            args.addresses,
+            args.shards,
+            epoch,
+            admin_secret=admin_secret,
+            credentials=credentials,
+            options=options,
+        )
     except grpc.RpcError as exc:
         sys.exit(f"reshard failed: {exc.code().name}: {exc.details()}")
     for address, count in zip(args.addresses, released, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.trace import SpanKind
 
+from django_ws_broker.metrics import PUBLISH_SECONDS
 from django_ws_broker.shard import REPLACED, EdgeStream, ShardState, edge_id_error
 from django_ws_proto import tracing as wire_tracing
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
@@ -149,6 +151,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 f"this is broker {self.shard.ordinal}, the edge expected broker "
                 f"{hello.ordinal}: check the broker addresses in the edge's settings",
             )
+        mismatch = self.shard.shard_count_error(hello.shards, hello.topology_epoch)
+        if mismatch:
+            logger.warning("edge %s refused: %s", hello.edge_id, mismatch)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, mismatch)
         previous = self.shard.edges.get(hello.edge_id)
         edge = self.shard.attach(hello.edge_id)
         if previous is not None:
@@ -216,15 +222,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 refusals.add(reason, group=member.group, channel=member.channel, member=own)
         acked = edge.acked
         edge_id = edge.edge_id
-        for publish in frame.publish:
-            seq = publish.seq
-            if seq:
-                if not shard.accept_seq(edge_id, seq, stream=True):
-                    continue
-                acked = seq
-            reason = self._publish(publish)
-            if reason is not None:
-                refusals.add(reason, group=publish.group, channel=publish.channel)
+        if frame.publish:
+            started = time.perf_counter()
+            for publish in frame.publish:
+                seq = publish.seq
+                if seq:
+                    if not shard.accept_seq(edge_id, seq, stream=True):
+                        continue
+                    acked = seq
+                reason = self._publish(publish)
+                if reason is not None:
+                    refusals.add(reason, group=publish.group, channel=publish.channel)
+            PUBLISH_SECONDS.observe(time.perf_counter() - started)
         for group in frame.unsubscribe:
             shard.unsubscribe(edge, group)
         if refusals.count or frame.sync or recovered:
@@ -304,9 +313,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             # Not applied: the caller retries, and finds the broker that comes next.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "broker is draining")
         self.shard.counters.publish_requests += 1
+        mismatch = self.shard.shard_count_error(request.shards, request.topology_epoch)
+        if mismatch:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, mismatch)
         refusals = _Refusals()
         accepted = 0
         publisher = request.publisher
+        started = time.perf_counter()
         for publish in request.publish:
             if (
                 publisher
@@ -320,6 +333,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
                 accepted += 1
             else:
                 refusals.add(reason, group=publish.group, channel=publish.channel)
+        PUBLISH_SECONDS.observe(time.perf_counter() - started)
         return broker_pb2.PublishReply(accepted=accepted, refusals=refusals.summary())
 
     async def flush(self, timeout: float) -> bool:

@@ -215,6 +215,25 @@ class ShardState:
     def shards(self) -> int:
         return self.ring.shards
 
+    def shard_count_error(self, shards: int, topology_epoch: int) -> str | None:
+        """Why a caller stating ``shards`` (from ``topology_epoch``) must be refused,
+        or None.
+
+        Two views of the same topology epoch with different counts mean one side is
+        misconfigured: it would route groups to brokers that do not own them. A caller
+        with a newer epoch saw a reshard this broker has not had yet (brokers are
+        resharded one by one), and one with an older epoch learns the newer count from
+        this broker's Welcome; neither is refused (ownership is still checked per group).
+        """
+        if not shards or shards == self.shards or topology_epoch != self.topology_epoch:
+            return None
+        return (
+            f"shard count mismatch: this is broker {self.ordinal} of {self.shards} (topology "
+            f"epoch {self.topology_epoch}), the caller counts {shards} brokers at the same "
+            "epoch: give edges and Django processes the same shard count as the brokers' "
+            "--shards ('shards' in the transport CONFIG, or DJANGO_WS_SHARDS)"
+        )
+
     # Streams -------------------------------------------------------------------------
 
     def attach(self, edge_id: str) -> EdgeStream:

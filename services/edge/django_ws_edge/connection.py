@@ -15,15 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from django_ws_client.connection import CloseCode, ConnectionPort, Event
 from django_ws_edge import metrics
 from django_ws_edge.guards import TokenBucket
 from django_ws_edge.options import DEFAULT_SLOW_CLIENT_SECONDS
+from django_ws_edge.ws_internals import ServerConnection, State
 
 if TYPE_CHECKING:
     from django_ws_edge.layer import EdgeChannelLayer
@@ -199,6 +198,9 @@ class EdgeConnection(ConnectionPort):
 
     async def leave_all_groups(self) -> None:
         self.edge_layer.unregister(self.channel_name)
+
+    def on_consumer_error(self, event_type: str) -> None:
+        metrics.CONSUMER_ERRORS.inc()
 
     def close_slow(self, why: str) -> None:
         """Close a client that does not keep up, without waiting on it: the events

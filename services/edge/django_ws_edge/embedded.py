@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from django_ws_client.transport.channels import channel_credentials, channel_options
 from django_ws_client.transport.config import TransportConfig
 from django_ws_client.transport.private_socket import check_broker_socket
+from django_ws_proto.grpc_channels import open_aio_channel
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -43,13 +44,7 @@ class BrokerNotFound(RuntimeError):
 
 async def broker_serving(address: str, config: TransportConfig, timeout: float = 1.0) -> bool:
     """Whether a broker answers SERVING on the gRPC health service at ``address``."""
-    credentials = channel_credentials(config)
-    options = channel_options(config)
-    channel = (
-        grpc.aio.secure_channel(address, credentials, options=options)
-        if credentials
-        else grpc.aio.insecure_channel(address, options=options)
-    )
+    channel = open_aio_channel(address, channel_credentials(config), channel_options(config))
     try:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)

@@ -70,7 +70,9 @@ DELIVERIES = Counter(
     "django_ws_edge_deliveries", "Events handed to local consumers (group and channel)."
 )
 CONSUMER_ERRORS = Counter(
-    "django_ws_edge_consumer_errors", "Consumer handlers that raised (connection closed 1011)."
+    "django_ws_edge_consumer_errors",
+    "Consumer handlers that raised: the connection closed 1011 (or answered 500 when the "
+    "handshake was still open; a raising disconnect() is counted too).",
 )
 SLOW_CONSUMERS_CLOSED = Counter(
     "django_ws_edge_slow_consumers_closed",

@@ -29,12 +29,12 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event
 
 from django_ws_edge import metrics
+from django_ws_edge.ws_internals import ServerConnection, remember_failure, require_compatible
 
 if TYPE_CHECKING:
     from django_ws_edge.connection import EdgeConnection
@@ -46,6 +46,9 @@ MAX_FRAGMENTS = int(os.environ.get("WEBSOCKETS_MAX_FRAGMENTS", "4096"))
 
 
 def edge_connection_class(max_write_buffer: int) -> type[ServerConnection]:
+    """The connection class a worker serves with; refuses a websockets release whose
+    internals this class relies on have changed (see :mod:`django_ws_edge.ws_internals`)."""
+    require_compatible()
     return type(
         "EdgeServerConnection", (EdgeServerConnection,), {"max_write_buffer": max_write_buffer}
     )
@@ -162,7 +165,7 @@ class EdgeServerConnection(ServerConnection):
         ``recv()`` would have; later frames are ignored."""
         self._failed = True
         if exc is not None:
-            self.set_connection_exc(exc)
+            remember_failure(self, exc)
         self._failing = self.loop.create_task(self._send_failure(code, reason))
 
     async def _send_failure(self, code: CloseCode, reason: str) -> None:

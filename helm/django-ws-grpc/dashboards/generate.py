@@ -4,7 +4,7 @@ The panels are declared here with grafana-foundation-sdk builders, so the JSON
 always has Grafana's shape and the queries are easy to review. Run it after
 changing a panel (``pip install -e '.[deploy]'`` first)::
 
-    python helm/django-ws/dashboards/generate.py
+    python helm/django-ws-grpc/dashboards/generate.py
 
 ``--check`` exits 1 when the committed JSON differs from what the code gives.
 Queries use only the metrics declared in the services' ``metrics.py``; the

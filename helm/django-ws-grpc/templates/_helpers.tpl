@@ -1,16 +1,18 @@
 {{/*
 Names. The base name is cut to 40 characters so that the longest derived name,
-"<fullname>-broker-headless", stays a valid 63-character DNS label.
+"<fullname>-broker-headless", stays a valid 63-character DNS label. Resources are named
+after the project, django-ws, not after the chart (django-ws-grpc, the distribution's
+name): renaming the chart did not rename the resources of installed releases.
 */}}
 {{- define "django-ws.name" -}}
-{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" }}
+{{- default "django-ws" .Values.nameOverride | trunc 40 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "django-ws.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
 {{- else }}
-{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- $name := default "django-ws" .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 40 | trimSuffix "-" }}
 {{- else }}

@@ -1,0 +1,93 @@
+"""The parts of websockets' internals the edge relies on, in one place.
+
+The edge's connection class (:mod:`django_ws_edge.server_connection`) and its fast send
+path (:func:`django_ws_edge.connection.write_now`) reach past websockets' public API:
+they replace the per-connection message queue, override protocol callbacks and write
+frames directly. Those names are not promised across releases, so they are listed here
+and :func:`incompatibilities` checks them; the worker refuses to start on a websockets
+release that lacks any, naming what is missing, instead of failing on a live connection.
+"""
+
+from __future__ import annotations
+
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.messages import Assembler
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import Protocol, State
+from websockets.version import version as websockets_version
+
+SUPPORTED = ">=16,<18"
+"""The websockets releases these internals were checked against (pyproject's range)."""
+
+# Methods the edge's connection class overrides or calls, by the class that defines them.
+_CONNECTION_METHODS = (
+    "connection_made",
+    "data_received",
+    "process_event",
+    "acknowledge_pings",
+    "send_context",
+    "send_data",
+)
+# Instance attributes set in Connection.__init__ that the edge reads or replaces.
+_CONNECTION_ATTRIBUTES = ("recv_messages", "drain_waiters", "send_in_progress", "paused")
+_ASSEMBLER_METHODS = ("close", "get", "get_iter")
+_PROTOCOL_METHODS = ("send_text", "send_binary")
+
+
+def incompatibilities() -> list[str]:
+    """What the installed websockets lacks of the internals the edge uses (empty: none)."""
+    missing = [
+        f"Connection.{name}" for name in _CONNECTION_METHODS if not hasattr(Connection, name)
+    ]
+    missing += [f"Assembler.{name}" for name in _ASSEMBLER_METHODS if not hasattr(Assembler, name)]
+    missing += [f"Protocol.{name}" for name in _PROTOCOL_METHODS if not hasattr(Protocol, name)]
+    if not hasattr(State, "OPEN"):
+        missing.append("State.OPEN")
+    source = _init_source()
+    missing += [
+        f"Connection.{name} (set in __init__)"
+        for name in _CONNECTION_ATTRIBUTES
+        if f"self.{name}" not in source
+    ]
+    return missing
+
+
+def _init_source() -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(Connection.__init__)
+    except (OSError, TypeError):  # no source shipped: trust the method checks
+        return "".join(f"self.{name}" for name in _CONNECTION_ATTRIBUTES)
+
+
+def remember_failure(connection: Connection, exc: BaseException) -> None:
+    """Record why the connection is failing, so ``ConnectionClosed`` names it as its
+    cause (websockets 17's ``set_connection_exc``; 16 keeps no such cause: nothing to
+    record there)."""
+    setter = getattr(connection, "set_connection_exc", None)
+    if setter is not None:
+        setter(exc)
+
+
+def require_compatible() -> None:
+    """Raise with what is missing when the installed websockets cannot serve the edge."""
+    missing = incompatibilities()
+    if missing:
+        raise RuntimeError(
+            f"websockets {websockets_version} lacks internals the edge relies on "
+            f"({', '.join(missing)}); install websockets{SUPPORTED}"
+        )
+
+
+__all__ = [
+    "SUPPORTED",
+    "Assembler",
+    "Connection",
+    "ServerConnection",
+    "State",
+    "incompatibilities",
+    "remember_failure",
+    "require_compatible",
+    "websockets_version",
+]
