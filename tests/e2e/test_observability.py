@@ -23,6 +23,7 @@ from django_ws_client.transport.config import DEFAULT_CAPACITY
 from django_ws_proto import codec
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
+from support.accounts import make_users
 from support.clients import join
 from support.processes import Stack, free_port, wait_until
 
@@ -81,12 +82,17 @@ def reading(text: str) -> Reading:
 # why, and the test that moves it (checked to name the series, so the list stays true).
 ONLY_ON_OTHER_FAULTS = {
     "django_ws_edge_slow_consumers_closed_total": (
-        "a client that stops reading", "robustness/test_edge_slow_client.py"),
+        "a client that stops reading",
+        "robustness/test_edge_slow_client.py",
+    ),
     "django_ws_edge_publish_lost_total": (
         "a worker stopping with publishes its broker never acknowledged",
-        "robustness/test_soak.py"),
+        "robustness/test_soak.py",
+    ),
     "django_ws_broker_access_refused_total": (
-        "a caller without the role's secret", "e2e/test_broker_roles.py"),
+        "a caller without the role's secret",
+        "e2e/test_broker_roles.py",
+    ),
 }
 
 
@@ -107,8 +113,12 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
 
     metrics_port = free_port()
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    # A short queue, so the stalled workers below overflow it.
-    broker_args = ("--metrics", f"127.0.0.1:{metrics_port}", "--queue-size", "50")
+    # A short queue, so the stalled workers below overflow it; groups of at most two
+    # members, so a third is refused.
+    broker_args = (
+        *("--metrics", f"127.0.0.1:{metrics_port}", "--queue-size", "50"),
+        *("--max-group-members", "2"),
+    )
     broker = stack.broker(None, *broker_args)
     broker_scrapes = [reading(scrape(metrics_url)[0])]  # before any edge
     edge = stack.edge(workers=2, broker=broker.listen)
@@ -149,6 +159,19 @@ async def test_every_dashboard_series_moves_under_traffic_and_faults(
                 text=True,
             )
             assert result.returncode == 0, result.stdout + result.stderr
+    # Presence: a logged-in user joins a presence group (presence.join), and a third
+    # member of a group of at most two is refused.
+    users = await asyncio.to_thread(make_users, tmp_path, ["olga"])
+    present = await connect(
+        f"{edge.ws_url}/ws/presence/presence_observed/",
+        additional_headers={"Cookie": f"sessionid={users['olga'][1]}"},
+    )
+    await asyncio.wait_for(present.recv(), 5)
+    crowd = [await connect(f"{edge.ws_url}/ws/presence/crowded/") for _ in range(2)]
+    with pytest.raises(InvalidStatus):
+        await connect(f"{edge.ws_url}/ws/presence/crowded/")
+    for ws in (present, *crowd):
+        await ws.close()
     await b.close(code=4000)
     await asyncio.sleep(0.3)
     assert 'django_ws_edge_connections_closed_total{code="4000-4999"} 1.0' in scrape(edge_url)[0]
