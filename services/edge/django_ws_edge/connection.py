@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -21,11 +21,9 @@ from websockets.exceptions import ConnectionClosed
 from django_ws_client.connection import CloseCode, ConnectionPort, Event
 from django_ws_edge import metrics
 from django_ws_edge.guards import TokenBucket
+from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.options import DEFAULT_SLOW_CLIENT_SECONDS
 from django_ws_edge.ws_internals import ServerConnection, State
-
-if TYPE_CHECKING:
-    from django_ws_edge.layer import EdgeChannelLayer
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -170,7 +168,7 @@ class EdgeConnection(ConnectionPort):
             # The client is not reading as fast as it is sent to: wait for its socket to
             # drain. The worker closes it if that takes SLOW_CLIENT_SECONDS (a timer per
             # send would cost every busy connection a task).
-            blocked = self.edge_layer.blocked_sends
+            blocked = self.edge_layer.local.blocked_sends
             blocked[self] = self.websocket.loop.time()
             try:
                 await self.websocket.send(data)

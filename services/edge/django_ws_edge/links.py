@@ -32,6 +32,7 @@ from django_ws_client.transport.channels import (
 )
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge import metrics
+from django_ws_proto.grpc_channels import open_aio_channel
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.edge.link")
@@ -135,6 +136,7 @@ class BrokerLink:
         ordinal: int,
         address: str,
         shards: int,
+        topology_epoch: int = 0,
         edge_id: str,
         edge_key: str,
         config: TransportConfig,
@@ -143,6 +145,9 @@ class BrokerLink:
         self.ordinal = ordinal
         self.address = address
         self.shards = shards
+        # The topology epoch ``shards`` comes from, stated in the hello: a broker refuses
+        # a different count only at the same epoch (0: this worker's configuration).
+        self.topology_epoch = topology_epoch
         self.edge_id = edge_id
         self.edge_key = edge_key
         self.config = config
@@ -348,15 +353,10 @@ class BrokerLink:
         self._retained_bytes = 0
         return publishes
 
-    def _make_channel(self) -> grpc.aio.Channel:
-        credentials = channel_credentials(self.config)
-        options = channel_options(self.config)
-        if credentials is None:
-            return grpc.aio.insecure_channel(self.address, options=options)
-        return grpc.aio.secure_channel(self.address, credentials, options=options)
-
     async def _run(self) -> None:
-        self._channel = self._make_channel()
+        self._channel = open_aio_channel(
+            self.address, channel_credentials(self.config), channel_options(self.config)
+        )
         stub = broker_pb2_grpc.BrokerStub(self._channel)
         failures = 0
         while not self._closing:
@@ -414,7 +414,12 @@ class BrokerLink:
         resumes = self.handlers.resumes_owned(self.ordinal, frozenset())
         members = self.handlers.members_owned(self.ordinal)
         hello = broker_pb2.EdgeFrame(
-            hello=broker_pb2.Hello(edge_id=self.edge_id, ordinal=self.ordinal, shards=self.shards),
+            hello=broker_pb2.Hello(
+                edge_id=self.edge_id,
+                ordinal=self.ordinal,
+                shards=self.shards,
+                topology_epoch=self.topology_epoch,
+            ),
             resume=resumes,
             members=members[:FRAME_MEMBERS],
         )

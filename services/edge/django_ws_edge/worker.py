@@ -68,7 +68,7 @@ class Worker:
         # idle connection carries them in its own dict.
         EdgeConnection.max_pending_bytes = options.slow_client_bytes
         EdgeConnection.slow_client_seconds = options.slow_client_seconds
-        EdgeConnection.budget = layer.budget = BufferBudget(options.worker_buffer_bytes)
+        EdgeConnection.budget = layer.local.budget = BufferBudget(options.worker_buffer_bytes)
         self.server: Server | None = None
         self.draining = False
         self.bad_request_log = SourceLogLimiter()
@@ -96,7 +96,7 @@ class Worker:
             return self._respond(websocket, 503)
         # Connections count from the start of their handshake until their consumer
         # finishes, so a storm of simultaneous handshakes cannot overshoot the limit.
-        if len(self.layer.connections) >= self.options.max_connections:
+        if len(self.layer.local.connections) >= self.options.max_connections:
             if self.bad_request_log.allow("connection limit"):
                 logger.warning(
                     "connection limit of %d reached: answering 503 (logged once a second)",
