@@ -344,3 +344,48 @@ async def test_killed_edge_server_loses_its_subscriptions(cluster: Cluster) -> N
     assert 20 <= after <= 40
     for ws in survivors:
         await ws.close()
+
+
+async def test_edge_that_adopted_a_newer_count_reconnects_to_a_broker_not_resharded_yet(
+    cluster: Cluster,
+) -> None:
+    """Brokers are resharded one by one. An edge that adopted the new count from the
+    first one states that count's epoch in its hellos, so a broker still on the old
+    count (restarted meanwhile, its stream lost) takes it back at once instead of
+    refusing a count that differs at "its" epoch."""
+    group = groups_owned_by(ShardRing(4), 1, 1, prefix="behind")[0]
+    member, _ = await join(f"{cluster.edges[0].ws_url}/ws/group/{group}/")
+    sender, _ = await join(f"{cluster.edges[1].ws_url}/ws/group/behind-sender/")
+    fourth = await asyncio.to_thread(cluster.start_broker, 3, 4, 1)
+    # Only broker 0 is resharded: the edges learn (4 shards, epoch 1) from its welcome.
+    await asyncio.to_thread(reshard, cluster.addresses[:1], 4, 1)
+    await asyncio.to_thread(
+        wait_until,
+        lambda: fourth.stats().edge_ids and len(fourth.stats().edge_ids) == 4,
+        10,
+        "every worker to link to broker 3",
+    )
+    victim = cluster.brokers[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(5)
+    await asyncio.to_thread(
+        wait_until, lambda: all(e.readyz()[0] == 503 for e in cluster.edges), 5, "edges unready"
+    )
+    # Broker 1 comes back still counting 3 brokers at epoch 0.
+    await asyncio.to_thread(cluster.start_broker, 1, 3, 0, "broker-1-behind")
+    restarted_at = time.monotonic()
+    await asyncio.to_thread(
+        wait_until,
+        lambda: all(e.readyz()[0] == 200 for e in cluster.edges),
+        10,
+        "edges linked to the broker not resharded yet",
+    )
+    relinked = time.monotonic() - restarted_at
+    await sender.send(json.dumps({"text": "still here", "group": group}))
+    assert (await next_message(member))["text"] == "still here"
+    print(
+        f"\nedges stating (4 shards, epoch 1) relinked to broker 1 at (3 shards, epoch 0) "
+        f"in {relinked * 1000:.0f} ms; its group {group!r} delivers"
+    )
+    for ws in (member, sender):
+        await ws.close()
