@@ -24,11 +24,11 @@ import grpc
 from opentelemetry.trace import SpanKind
 
 from django_ws_client.exceptions import BrokerRefused, BrokerUnavailable
-from django_ws_client.presence import Present, decode_present, require_presence
 from django_ws_client.tracing import inject_trace, span
-from django_ws_client.transport.base import ChannelLayer, channel_of, exclude_list
+from django_ws_client.transport.base import channel_of, exclude_list
 from django_ws_client.transport.channels import SyncChannelPool
 from django_ws_client.transport.config import TransportConfig, parse_config
+from django_ws_client.transport.members import BrokerMembers
 from django_ws_proto import codec
 from django_ws_proto.names import require_group_name
 from django_ws_proto.ring import ShardRing
@@ -37,7 +37,7 @@ from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-class GRPCTransportLayer(ChannelLayer):
+class GRPCTransportLayer(BrokerMembers):
     """Publishes to the broker that owns each group, reusing one connection per broker."""
 
     def __init__(self, config: TransportConfig | None = None, **config_kwargs: Any) -> None:
@@ -179,17 +179,6 @@ class GRPCTransportLayer(ChannelLayer):
         except grpc.RpcError as exc:
             raise self._error(ordinal, exc) from None
         return reply
-
-    async def group_size(self, group: str) -> int:
-        return (await self._members(group)).count
-
-    async def group_channels(self, group: str) -> list[str]:
-        return list((await self._members(group, channels=True)).channels)
-
-    async def group_presence(self, group: str) -> list[Present]:
-        require_presence(self.config, group)
-        reply = await self._members(group, presence=True)
-        return [decode_present(p.user, p.info, p.connections) for p in reply.present]
 
     async def send(self, channel: str, message: Any) -> None:
         channel = channel_of(channel)

@@ -60,6 +60,13 @@ class ShardCollector(Collector):
             family.add_metric(ordinal, value)
             return family
 
+        def counter_by(name: str, doc: str, label: str, values: dict[str, float]) -> Metric:
+            """One counter family with a series per value of ``label``."""
+            family = CounterMetricFamily(name, doc, labels=[*labels, label])
+            for key, value in values.items():
+                family.add_metric([*ordinal, key], value)
+            return family
+
         yield gauge("django_ws_broker_shards", "Shard count this broker works with.", shard.shards)
         yield gauge("django_ws_broker_edges", "Edge streams attached.", len(shard.edges))
         yield gauge(
@@ -100,42 +107,40 @@ class ShardCollector(Collector):
             "Group members reported by edges, over all groups owned here.",
             membership.count,
         )
-        presence = CounterMetricFamily(
+        yield counter_by(
             "django_ws_broker_presence_events",
             "presence.join and presence.leave events announced.",
-            labels=["ordinal", "kind"],
+            "kind",
+            {"join": membership.joins, "leave": membership.leaves},
         )
-        presence.add_metric([*ordinal, "join"], membership.joins)
-        presence.add_metric([*ordinal, "leave"], membership.leaves)
-        yield presence
         yield counter(
             "django_ws_broker_members_refused",
             "Member reports refused (the member limit, a foreign channel, info too large).",
             membership.refused,
         )
-        resumes = CounterMetricFamily(
+        yield counter_by(
             "django_ws_broker_resumes",
             "Edges asking to catch up from a position, by outcome.",
-            labels=["ordinal", "outcome"],
+            "outcome",
+            {"recovered": counters.resumed - counters.resume_lost, "lost": counters.resume_lost},
         )
-        resumes.add_metric([*ordinal, "recovered"], counters.resumed - counters.resume_lost)
-        resumes.add_metric([*ordinal, "lost"], counters.resume_lost)
-        yield resumes
         yield gauge(
             "django_ws_broker_history_bytes",
             "Bytes of group history kept for recovery.",
             shard.history.bytes,
         )
-        dropped = CounterMetricFamily(
+        yield counter_by(
             "django_ws_broker_dropped",
             "Deliveries dropped, by reason.",
-            labels=["ordinal", "reason"],
+            "reason",
+            {
+                "edge_queue_full": counters.dropped_queue_full,
+                "no_such_channel": counters.dropped_no_channel,
+                # Refusals and barrier answers that did not fit an edge stream's control
+                # headroom.
+                "control_queue_full": counters.dropped_control,
+            },
         )
-        dropped.add_metric([*ordinal, "edge_queue_full"], counters.dropped_queue_full)
-        dropped.add_metric([*ordinal, "no_such_channel"], counters.dropped_no_channel)
-        # Refusals and barrier answers that did not fit an edge stream's control headroom.
-        dropped.add_metric([*ordinal, "control_queue_full"], counters.dropped_control)
-        yield dropped
         # Totals only: a per-edge label would publish every live edge id to whoever can
         # read /metrics (ids are useless without their keys, but names of live edges
         # are still a map for an attacker, and an unbounded label set).

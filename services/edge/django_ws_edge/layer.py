@@ -30,15 +30,14 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from django_ws_client.exceptions import BrokerUnavailable, ChannelFull, GroupRefused
-from django_ws_client.presence import Present, decode_present, require_presence
 from django_ws_client.tracing import inject_trace, span
 from django_ws_client.transport.base import (
-    ChannelLayer,
     channel_of,
     event_from_wire,
     exclude_list,
 )
 from django_ws_client.transport.config import TransportConfig
+from django_ws_client.transport.members import BrokerMembers
 from django_ws_edge import metrics
 from django_ws_edge.delivery import GroupDelivery
 from django_ws_edge.group_index import GroupIndex
@@ -54,7 +53,7 @@ from django_ws_proto.v1 import broker_pb2
 logger = logging.getLogger("django_ws.edge")
 
 
-class EdgeChannelLayer(ChannelLayer):
+class EdgeChannelLayer(BrokerMembers):
     """Local membership plus one :class:`BrokerLink` per broker."""
 
     def __init__(self, config: TransportConfig, *, edge_key: str | None = None) -> None:
@@ -286,24 +285,13 @@ class EdgeChannelLayer(ChannelLayer):
         for publish in publishes:
             await self.topology.link_for(publish.group).publish(publish)
 
-    async def _ask_members(
+    async def _members(
         self, group: str, *, channels: bool = False, presence: bool = False
     ) -> broker_pb2.MembersReply:
         require_group_name(group)
         return await self.topology.link_for(group).members(
             broker_pb2.MembersRequest(group=group, channels=channels, presence=presence)
         )
-
-    async def group_size(self, group: str) -> int:
-        return (await self._ask_members(group)).count
-
-    async def group_channels(self, group: str) -> list[str]:
-        return list((await self._ask_members(group, channels=True)).channels)
-
-    async def group_presence(self, group: str) -> list[Present]:
-        require_presence(self.config, group)
-        reply = await self._ask_members(group, presence=True)
-        return [decode_present(p.user, p.info, p.connections) for p in reply.present]
 
     async def send(self, channel: str, message: Any) -> None:
         name = channel_of(channel)
