@@ -86,11 +86,13 @@ async def test_resharding_moves_groups_and_states_the_new_epoch_on_every_link(
         on_moved=on_moved,
         on_reoffered=on_reoffered,
     )
+    opened = list(topology.links)
     try:
         assert [(link.shards, link.topology_epoch) for link in topology.links] == [(3, 0)] * 3
         topology.on_welcome(0, welcome(3, 0))
         topology.on_welcome(0, welcome(4, 5))  # broker 0 announces 4 brokers, epoch 5
         assert len(topology.links) == 4
+        opened = list(topology.links)
         assert [(link.shards, link.topology_epoch) for link in topology.links] == [(4, 5)] * 4
         expected = {g for g in groups if ShardRing(4).owner(g) == 3}
         assert {g for _, g in moved} == expected and {o for o, _ in moved} == {3}
@@ -101,6 +103,7 @@ async def test_resharding_moves_groups_and_states_the_new_epoch_on_every_link(
         # Shrinking closes the link past the new count.
         topology.on_welcome(0, welcome(3, 6))
         assert [(link.shards, link.topology_epoch) for link in topology.links] == [(3, 6)] * 3
+        assert opened[3] not in topology.links
     finally:
-        for link in topology.links:
+        for link in opened:
             await link.close()
