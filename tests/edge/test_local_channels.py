@@ -17,6 +17,9 @@ from django_ws_client.transport.inmemory import InMemoryChannelLayer
 from django_ws_edge import metrics
 from django_ws_edge.local import LocalChannels
 
+# Only the expiry of events is read from it.
+LAYER = InMemoryChannelLayer(address="unix:/nowhere.sock")
+
 
 class StalledConnection(ConnectionPort):
     """A connection whose client reads nothing; closing it as too slow is recorded."""
@@ -24,7 +27,7 @@ class StalledConnection(ConnectionPort):
     slow_client_seconds = 30.0
 
     def __init__(self, name: str, max_pending_bytes: int = 1000) -> None:
-        super().__init__(channel_name=name, layer=InMemoryChannelLayer(), capacity=10)
+        super().__init__(channel_name=name, layer=LAYER, capacity=10)
         self.max_pending_bytes = max_pending_bytes
         self.closed_as_slow: list[str] = []
 
