@@ -21,6 +21,7 @@ METRICS_FILES = (
 
 _KIND_OF_CALL = {
     "Counter": "counter", "CounterMetricFamily": "counter", "counter": "counter",
+    "counter_by": "counter",
     "Gauge": "gauge", "GaugeMetricFamily": "gauge", "gauge": "gauge",
     "Histogram": "histogram", "HistogramMetricFamily": "histogram",
     "Summary": "summary", "SummaryMetricFamily": "summary",
