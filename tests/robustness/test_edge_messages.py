@@ -73,11 +73,9 @@ def test_frames_pipelined_behind_the_handshake_are_delivered(stack: Stack) -> No
             + rawws.frame(0x1, b"sent before the 101")
             + rawws.frame(0x1, b"and another")
         )
-        head = rawws.response_head(sock)
+        # The echoes may follow the 101 in the same segment: read the head alone.
+        head = rawws.exact_response_head(sock)
         assert rawws.status_of(head) == 101, head
-        # The head read may have taken the first frame's bytes with it.
-        rest = head.split(b"\r\n\r\n", 1)[1]
-        assert rest == b"", "the server answered with more than its handshake response"
         got = [echoed(sock), echoed(sock)]
     finally:
         sock.close()

@@ -49,6 +49,18 @@ def response_head(sock: socket.socket) -> bytes:
     return data
 
 
+def exact_response_head(sock: socket.socket) -> bytes:
+    """Read an HTTP response head and not one byte more (byte by byte), so that what
+    the server sends after it (its first frames) stays in the socket."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            break
+        data += byte
+    return data
+
+
 def status_of(head: bytes) -> int | None:
     if not head.startswith(b"HTTP/1.1 "):
         return None
