@@ -11,8 +11,10 @@ One interceptor in front of the servicer, so the servicer's methods stay about s
   private unix socket, or a network already fenced by mTLS), roles are not checked.
 * Always, an ``Attach`` must carry its edge key, and its hello must name the edge id
   that key derives (:func:`django_ws_proto.credentials.edge_id_for`): a stolen edge id
-  without its key is PERMISSION_DENIED before the broker looks at the hello, so the
-  live edge keeps its stream.
+  without its key is PERMISSION_DENIED before the broker acts on the hello, so the
+  live edge keeps its stream. The key's presence is checked here; the hello, which
+  only the stream's first frame carries, by :func:`attach_identity_refusal`, which the
+  servicer calls once per stream.
 
 The gRPC health service is left open: Kubernetes probes cannot send metadata, and it
 tells nothing but SERVING or not.
@@ -21,10 +23,9 @@ tells nothing but SERVING or not.
 from __future__ import annotations
 
 import hmac
-import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ from typing import Any
 import grpc
 
 from django_ws_broker import metrics
-from django_ws_broker.shard import edge_id_error
 from django_ws_proto.credentials import (
     AUTHORIZATION,
     BEARER,
@@ -139,9 +139,6 @@ def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
     return found
 
 
-Behavior = Callable[..., Any]
-
-
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Checks role credentials and edge keys before the servicer sees a call."""
 
@@ -165,9 +162,6 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             metrics.ACCESS_REFUSED.labels(reason=reason).inc()
             _refusal_log.warn(f"refused a call to {name}: {message}")
             return _refusing(handler, code, message)
-        if name == "Attach":
-            key = metadata.get(EDGE_KEY, "")
-            return _replace_stream_stream(handler, _bound_attach(handler.stream_stream, key))
         return handler
 
     def _refusal(
@@ -237,55 +231,26 @@ def _refusing(
     )
 
 
-def _replace_stream_stream(
-    handler: grpc.RpcMethodHandler, behavior: Behavior
-) -> grpc.RpcMethodHandler:
-    return grpc.stream_stream_rpc_method_handler(
-        behavior, handler.request_deserializer, handler.response_serializer
-    )
+def attach_identity_refusal(metadata: Any, edge_id: str) -> str | None:
+    """Why an ``Attach`` whose hello names ``edge_id`` is refused, or None: the id must be
+    the one the stream's edge key derives, so a stolen edge id without its key cannot
+    take over the live edge's stream.
 
-
-def _bound_attach(behavior: Behavior, key: str) -> Behavior:
-    """``Attach`` whose first frame is checked against the id that ``key`` derives.
-
-    A hello naming another well-formed id ends the call with PERMISSION_DENIED before the
-    servicer reads it; a malformed one passes, for the servicer to refuse by its rule.
+    The servicer calls this once, right after reading the hello (a malformed id is
+    refused first, by its own rule). Checking here rather than by wrapping the stream in
+    the interceptor keeps every later frame off an extra Python generator hop: that
+    wrapper cost about a third of a core at 8,000 deliveries/s in the benchmark's S1.
     """
-    expected = edge_id_for(key)
-
-    async def checked(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        iterator = requests.__aiter__()
-        try:
-            first = await iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        if first.HasField("hello"):
-            edge_id = first.hello.edge_id
-            if edge_id != expected and edge_id_error(edge_id) is None:
-                metrics.ACCESS_REFUSED.labels(reason="edge_key_mismatch").inc()
-                _refusal_log.warn(
-                    "refused an Attach: its hello names an edge id its key does not derive"
-                )
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "the hello's edge id is not the one derived from this stream's edge key: "
-                    "an edge can only attach as itself",
-                )
-        yield first
-        async for frame in iterator:
-            yield frame
-
-    if inspect.isasyncgenfunction(behavior):
-
-        async def attach_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-            async for reply in behavior(checked(requests, context), context):
-                yield reply
-
-        return attach_stream
-
-    async def attach(requests: AsyncIterator[Any], context: Any) -> Any:
-        return await behavior(checked(requests, context), context)
-
-    return attach
+    key = ""
+    for name, value in metadata or ():
+        if name == EDGE_KEY and isinstance(value, str):
+            key = value
+            break
+    if hmac.compare_digest(edge_id, edge_id_for(key)):
+        return None
+    metrics.ACCESS_REFUSED.labels(reason="edge_key_mismatch").inc()
+    _refusal_log.warn("refused an Attach: its hello names an edge id its key does not derive")
+    return (
+        "the hello's edge id is not the one derived from this stream's edge key: "
+        "an edge can only attach as itself"
+    )

@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.trace import SpanKind
 
+from django_ws_broker.auth import attach_identity_refusal
 from django_ws_broker.metrics import PUBLISH_SECONDS
 from django_ws_broker.shard import REPLACED, EdgeStream, ShardState, edge_id_error
 from django_ws_proto import tracing as wire_tracing
@@ -145,6 +146,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         error = edge_id_error(hello.edge_id)
         if error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad hello: {error}")
+        refusal = attach_identity_refusal(context.invocation_metadata(), hello.edge_id)
+        if refusal:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         if hello.ordinal != self.shard.ordinal:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
