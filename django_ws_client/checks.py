@@ -70,6 +70,8 @@ SERVER_KEYS = {
     "WORKER_BUFFER_BYTES",
     "HEARTBEAT_TIMEOUT",
     "WEDGED_TIMEOUT",
+    "EVENT_LOOP",
+    "EAGER_TASKS",
 }
 
 
@@ -293,7 +295,27 @@ def check_server(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="django_ws.E005",
             )
         ]
-    return []
+    return _check_runtime_keys()
+
+
+def _check_runtime_keys() -> list[Error]:
+    """EVENT_LOOP (a known loop, and uvloop importable when named) and EAGER_TASKS."""
+    from django_ws_edge.options import eager_tasks_setting, event_loop_setting
+
+    errors: list[Error] = []
+    for read, hint in (
+        (
+            event_loop_setting,
+            "'auto' (uvloop when installed, else asyncio), 'asyncio', or 'uvloop' with "
+            "pip install 'django-ws-grpc[uvloop]'",
+        ),
+        (eager_tasks_setting, "True or False (eager tasks need Python 3.12+; off on 3.11)"),
+    ):
+        try:
+            read()
+        except ValueError as exc:
+            errors.append(Error(str(exc), hint=hint, id="django_ws.E005"))
+    return errors
 
 
 def _unwritable(directory: str) -> str | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from django.core.checks import run_checks
 from django.db import connection
 from django.test import override_settings
@@ -72,6 +74,23 @@ def test_middleware_that_does_not_import_and_missing_origin_check() -> None:
 
 def test_unknown_server_keys() -> None:
     assert "MAX_CONECTIONS" in ids(WEBSOCKET_SERVER={"MAX_CONECTIONS": 5})["django_ws.E005"]
+
+
+def test_event_loop_and_eager_tasks_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ids(WEBSOCKET_SERVER={"EVENT_LOOP": "asyncio", "EAGER_TASKS": True}) == {}
+    bad_loop = ids(WEBSOCKET_SERVER={"EVENT_LOOP": "trio"})["django_ws.E005"]
+    print(f"\n{bad_loop}")
+    assert bad_loop == (
+        "WEBSOCKET_SERVER['EVENT_LOOP'] must be one of 'auto', 'asyncio', 'uvloop', not 'trio'"
+    )
+    bad_eager = ids(WEBSOCKET_SERVER={"EAGER_TASKS": "yes"})["django_ws.E005"]
+    assert bad_eager == "WEBSOCKET_SERVER['EAGER_TASKS'] must be True or False, not 'yes'"
+    # uvloop named where it does not import (None in sys.modules: the import fails).
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    missing = ids(WEBSOCKET_SERVER={"EVENT_LOOP": "uvloop"})["django_ws.E005"]
+    print(missing)
+    assert missing.startswith("WEBSOCKET_SERVER['EVENT_LOOP'] is 'uvloop' but uvloop does not")
+    assert ids(WEBSOCKET_SERVER={"EVENT_LOOP": "auto"}) == {}
 
 
 async def test_database_sync_to_async_closes_stale_connections() -> None:

@@ -79,6 +79,8 @@ class Command(BaseCommand):
         from django_ws_edge.options import (
             DEFAULT_GRACE_SECONDS,
             ServerOptions,
+            eager_tasks_setting,
+            event_loop_setting,
             supervision_timeouts,
         )
         from django_ws_edge.sockets import parse_bind
@@ -97,6 +99,10 @@ class Command(BaseCommand):
             heartbeat, wedged = supervision_timeouts(
                 options["heartbeat_timeout"], options["wedged_timeout"]
             )
+            # Checked here, before anything starts: "uvloop" where it is not installed
+            # is an error naming the setting, not a worker dying at start, again and again.
+            event_loop = event_loop_setting()
+            eager_tasks_setting()
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         grace = options["grace"]
@@ -115,6 +121,7 @@ class Command(BaseCommand):
                     heartbeat_timeout=heartbeat,
                     wedged_timeout=wedged,
                     exit_with_parent=options["exit_with_parent"],
+                    event_loop=event_loop,
                 )
             )
         except (BrokerNotFound, OSError) as exc:

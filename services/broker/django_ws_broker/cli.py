@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -30,6 +29,15 @@ from django_ws_broker.shard import (
     DEFAULT_QUEUE_SIZE,
 )
 from django_ws_proto.credentials import SecretFileError
+from django_ws_proto.event_loop import (
+    DEFAULT_EVENT_LOOP,
+    EVENT_LOOPS,
+    EventLoopUnavailable,
+    LoopChoice,
+    resolve_event_loop,
+    running_loop_name,
+)
+from django_ws_proto.event_loop import run as run_on_loop
 
 _ORDINAL_RE = re.compile(r"-(\d+)$")
 
@@ -184,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"file of the secrets accepted for {who}, one a line (default: ${variable}); "
             "give all three role files or none (none: roles are not checked)",
         )
+    parser.add_argument(
+        "--event-loop",
+        default=os.environ.get("DJANGO_WS_EVENT_LOOP", DEFAULT_EVENT_LOOP),
+        metavar="{" + ",".join(EVENT_LOOPS) + "}",
+        help="the event loop: auto (uvloop when installed, else asyncio), asyncio or "
+        "uvloop (default: auto, or $DJANGO_WS_EVENT_LOOP)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("DJANGO_WS_LOG_LEVEL", "INFO"))
     return parser
 
@@ -243,6 +258,18 @@ def options_from_args(args: argparse.Namespace) -> BrokerOptions:
     )
 
 
+async def _serve(options: BrokerOptions, loop: LoopChoice, asked: str) -> None:
+    # Said from inside the loop, by its class: the line proves which loop runs.
+    logging.getLogger("django_ws.broker").info(
+        "broker (pid %d) runs on the %s event loop (%s; --event-loop %s)",
+        os.getpid(),
+        running_loop_name(),
+        loop.describe(),
+        asked,
+    )
+    await serve(options)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -252,8 +279,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     options = options_from_args(args)
     try:
+        loop = resolve_event_loop(args.event_loop, "--event-loop")
+    except EventLoopUnavailable as exc:
+        sys.exit(f"django-ws-broker: {exc}")
+    try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(options))
+            run_on_loop(_serve(options, loop, args.event_loop), loop)
     except SecretFileError as exc:
         # A secrets file that cannot be read, or one secret given to two roles.
         sys.exit(f"django-ws-broker: {exc}")

@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from django_ws_client.transport.channels import channel_credentials, channel_options
 from django_ws_client.transport.config import TransportConfig
 from django_ws_client.transport.private_socket import check_broker_socket
+from django_ws_proto.event_loop import DEFAULT_EVENT_LOOP
 from django_ws_proto.grpc_channels import open_aio_channel
 
 logger = logging.getLogger("django_ws.edge")
@@ -58,9 +59,12 @@ async def broker_serving(address: str, config: TransportConfig, timeout: float =
 class EmbeddedBroker:
     """A broker child process on a unix socket, owned by this server."""
 
-    def __init__(self, address: str, lifeline_fd: int | None = None) -> None:
+    def __init__(
+        self, address: str, lifeline_fd: int | None = None, event_loop: str = DEFAULT_EVENT_LOOP
+    ) -> None:
         self.address = address
         self.lifeline_fd = lifeline_fd
+        self.event_loop = event_loop  # the edge's choice: the broker runs on the same loop
         self.unix_path = (
             Path(address[len("unix:") :].removeprefix("//"))
             if address.startswith("unix:")
@@ -87,6 +91,8 @@ class EmbeddedBroker:
                 "0",
                 "--shards",
                 "1",
+                "--event-loop",
+                self.event_loop,
                 *(
                     ("--presence-grace-seconds", str(config.presence_grace_seconds))
                     if config.presence_grace_seconds is not None
@@ -191,9 +197,14 @@ def remove_stale_socket(address: str) -> None:
 
 
 async def ensure_brokers(
-    config: TransportConfig, setting: str, allow_embedded: bool, lifeline_fd: int | None = None
+    config: TransportConfig,
+    setting: str,
+    allow_embedded: bool,
+    lifeline_fd: int | None = None,
+    event_loop: str = DEFAULT_EVENT_LOOP,
 ) -> EmbeddedBroker | None:
-    """Check every broker answers; start the embedded one where that is the design."""
+    """Check every broker answers; start the embedded one where that is the design, on
+    the event loop the edge's workers use (``WEBSOCKET_SERVER['EVENT_LOOP']``)."""
     unix_path = config.unix_path
     if unix_path is not None and allow_embedded:
         address = config.brokers[0]
@@ -204,7 +215,7 @@ async def ensure_brokers(
         if await broker_serving(address, config):
             logger.info("using the broker already serving on %s", address)
             return None
-        broker = EmbeddedBroker(address, lifeline_fd)
+        broker = EmbeddedBroker(address, lifeline_fd, event_loop)
         await broker.start(config)
         return broker
     deadline = time.monotonic() + config.connect_timeout

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from django_ws_client.connection import DEFAULT_SLOW_CLIENT_BYTES
+from django_ws_proto.event_loop import DEFAULT_EVENT_LOOP, resolve_event_loop
 
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 """Largest websocket message accepted (close code 1009 past it)."""
@@ -54,6 +55,35 @@ DEFAULT_WORKER_BUFFER_BYTES = 512 * 1024 * 1024
 the connection with the most waiting is closed as too slow."""
 
 
+DEFAULT_EAGER_TASKS = False
+"""Whether workers run new tasks' first step eagerly (Python 3.12+). Off until the
+benchmarks say which is better."""
+
+EVENT_LOOP_SETTING = "WEBSOCKET_SERVER['EVENT_LOOP']"
+EAGER_TASKS_SETTING = "WEBSOCKET_SERVER['EAGER_TASKS']"
+
+
+def event_loop_setting() -> str:
+    """``WEBSOCKET_SERVER['EVENT_LOOP']``, checked: an unknown value, or "uvloop" where
+    uvloop does not import, raises ``ValueError`` naming the setting."""
+    from django_ws_client.conf import server_option
+
+    value = server_option("EVENT_LOOP", DEFAULT_EVENT_LOOP)
+    resolve_event_loop(value, EVENT_LOOP_SETTING)
+    return str(value)
+
+
+def eager_tasks_setting() -> bool:
+    """``WEBSOCKET_SERVER['EAGER_TASKS']``, checked: anything but a bool raises
+    ``ValueError`` naming the setting."""
+    from django_ws_client.conf import server_option
+
+    value = server_option("EAGER_TASKS", DEFAULT_EAGER_TASKS)
+    if not isinstance(value, bool):
+        raise ValueError(f"{EAGER_TASKS_SETTING} must be True or False, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """Options every worker process receives from the supervisor."""
@@ -83,6 +113,8 @@ class WorkerOptions:
     worker_buffer_bytes: int = DEFAULT_WORKER_BUFFER_BYTES
     heartbeat_interval: float = HEARTBEAT_INTERVAL_MAX
     lifeline_fd: int | None = None
+    event_loop: str = DEFAULT_EVENT_LOOP
+    eager_tasks: bool = DEFAULT_EAGER_TASKS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -106,6 +138,8 @@ class ServerOptions:
     wedged_timeout: float = DEFAULT_WEDGED_TIMEOUT
     exit_with_parent: bool = False
     """Stop when the process that started this one is gone (``runserver``'s edge)."""
+    event_loop: str = DEFAULT_EVENT_LOOP
+    """The workers' and the embedded broker's event loop: "auto", "asyncio" or "uvloop"."""
 
 
 def supervision_timeouts(heartbeat: float | None, wedged: float | None) -> tuple[float, float]:
@@ -167,6 +201,8 @@ def worker_options_from_settings(bind: str, alias: str, grace_seconds: float) ->
             server_option("SLOW_CLIENT_SECONDS", DEFAULT_SLOW_CLIENT_SECONDS)
         ),
         worker_buffer_bytes=int(server_option("WORKER_BUFFER_BYTES", DEFAULT_WORKER_BUFFER_BYTES)),
+        event_loop=event_loop_setting(),
+        eager_tasks=eager_tasks_setting(),
     )
 
 

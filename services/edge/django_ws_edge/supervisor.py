@@ -343,7 +343,13 @@ class Supervisor:
         self.metrics_dir = self._make_metrics_dir()
         try:
             finding = loop.create_task(
-                ensure_brokers(config, setting, options.embedded_broker, self.lifeline_read)
+                ensure_brokers(
+                    config,
+                    setting,
+                    options.embedded_broker,
+                    self.lifeline_read,
+                    event_loop=options.event_loop,
+                )
             )
             stopped = loop.create_task(stop.wait())
             await asyncio.wait({finding, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -361,6 +367,7 @@ class Supervisor:
                 **{
                     **self.worker_options.__dict__,
                     "inherited_fd": self.listen_socket.fileno(),
+                    "event_loop": options.event_loop,
                     # A few heartbeats per timeout, so one late line is not a miss.
                     "heartbeat_interval": min(
                         HEARTBEAT_INTERVAL_MAX, options.heartbeat_timeout / 4

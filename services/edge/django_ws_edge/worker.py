@@ -40,11 +40,18 @@ from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handsha
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.lifeline import set_parent_death_signal, watch_lifeline
 from django_ws_edge.metrics_store import degraded_values
-from django_ws_edge.options import WorkerOptions
+from django_ws_edge.options import EVENT_LOOP_SETTING, WorkerOptions
+from django_ws_edge.runtime import (
+    connections_allowed_by,
+    install_eager_tasks,
+    raise_open_file_limit,
+)
 from django_ws_edge.scope import build_scope
 from django_ws_edge.server_connection import EdgeServerConnection, edge_connection_class
 from django_ws_edge.sockets import parse_bind, tcp_socket
 from django_ws_edge.watchdog import LoopWatchdog
+from django_ws_proto.event_loop import LoopChoice, resolve_event_loop, running_loop_name
+from django_ws_proto.event_loop import run as run_on_loop
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -337,10 +344,11 @@ def configure_logging() -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
-async def _main(options: WorkerOptions) -> None:
+async def _main(options: WorkerOptions, loop: LoopChoice) -> None:
     from django_ws_client.conf import middleware_paths
     from django_ws_client.middlewares.base import build_stack
 
+    _start_runtime(options, loop)
     tracing_enabled()  # installs the tracer provider before any traffic when tracing is on
     layer = EdgeChannelLayer(layer_config(options.alias))
     app = build_stack(middleware_paths())
@@ -348,6 +356,34 @@ async def _main(options: WorkerOptions) -> None:
         if len(aliases) > 1:
             logger.info("serving channel layer aliases %s", ", ".join(map(repr, aliases)))
         await Worker(options, app, layer).run()
+
+
+def _start_runtime(options: WorkerOptions, loop: LoopChoice) -> None:
+    """Eager tasks and the open file limit, then one line saying what this worker runs
+    on: the loop named from the running loop's class, so the line proves it."""
+    eager = install_eager_tasks(asyncio.get_running_loop(), options.eager_tasks)
+    soft, hard = raise_open_file_limit()
+    logger.info(
+        "worker %d runs on the %s event loop (%s; WEBSOCKET_SERVER['EVENT_LOOP'] = %r), "
+        "eager tasks %s, open file limit %d (hard %d)",
+        os.getpid(),
+        running_loop_name(),
+        loop.describe(),
+        options.event_loop,
+        eager,
+        soft,
+        hard,
+    )
+    allowed = connections_allowed_by(soft)
+    if 0 <= allowed < options.max_connections:
+        logger.warning(
+            "WEBSOCKET_SERVER['MAX_CONNECTIONS'] is %d, but an open file limit of %d lets a "
+            "worker hold about %d connections: past that, handshakes fail with EMFILE "
+            "instead of HTTP 503 (raise the limit, e.g. LimitNOFILE= or ulimit -n)",
+            options.max_connections,
+            soft,
+            allowed,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -359,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     set_parent_death_signal(signal.SIGTERM, os.getppid())
     django.setup()
     configure_logging()
-    asyncio.run(_main(options))
+    # Checked by the command already; checked again here, as this process imports it.
+    loop = resolve_event_loop(options.event_loop, EVENT_LOOP_SETTING)
+    run_on_loop(_main(options, loop), loop)
 
 
 if __name__ == "__main__":

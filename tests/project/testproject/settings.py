@@ -100,6 +100,11 @@ for _key in (
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
+# The event loop and eager tasks (tests/e2e/test_event_loop.py).
+if os.environ.get("TEST_EVENT_LOOP"):
+    WEBSOCKET_SERVER["EVENT_LOOP"] = os.environ["TEST_EVENT_LOOP"]
+if os.environ.get("TEST_EAGER_TASKS"):
+    WEBSOCKET_SERVER["EAGER_TASKS"] = os.environ["TEST_EAGER_TASKS"] == "1"
 WEBSOCKET_TRACING_RECORD_SENSITIVE = bool(os.environ.get("TEST_TRACING_RECORD_SENSITIVE"))
 
 # A project carried over from Channels keeps its CHANNEL_LAYERS and nothing of ours.
