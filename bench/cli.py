@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.capacity import raise_open_file_limit
 from bench.loadgen import ensure_node_modules, kill_generators
 from bench.processes import ProcessRegistry
 from bench.scenarios import RunOptions, Scenario, ScenarioRunner, custom_fanout, default_scenarios
@@ -29,6 +30,7 @@ from bench.systems import (
     BENCH_DIR,
     SystemSpec,
     ensure_redis_server,
+    max_connections_per_worker,
     snapshot_baseline,
     snapshot_server_code,
     start_system,
@@ -72,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--scenarios",
-        default="S1,S2,S3,S4,S5",
-        help="comma-separated scenario keys (default: S1,S2,S3,S4,S5)",
+        default="S1,S2,S3,S4,S5,S6,S7",
+        help="comma-separated scenario keys (default: all, S1 to S7)",
     )
     run.add_argument(
         "--workers",
@@ -137,6 +139,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--payload-bytes", type=int, default=100, help="message size (default 100)")
     run.add_argument(
         "--idle-connections", type=int, help="connections of S5 (default 2000, quick 500)"
+    )
+    run.add_argument(
+        "--many-idle-connections",
+        type=int,
+        help="at most this many connections in S6 (default 40000, quick 2000); fewer where "
+        "the servers' open file limits allow fewer",
+    )
+    run.add_argument(
+        "--idle-seconds",
+        type=float,
+        help="how long S6 measures the server's CPU while its connections idle, with "
+        "20 s pings (default 40, quick 5)",
+    )
+    run.add_argument(
+        "--storm-connections",
+        type=int,
+        help="connections of the S7 connect storm (default 20000, quick 2000)",
+    )
+    run.add_argument(
+        "--storm-concurrency",
+        type=int,
+        help="handshakes in flight during S7, over all generators (default 1000, quick 200)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=int,
+        help="django-ws' WEBSOCKET_SERVER['MAX_CONNECTIONS'] per worker: past it, S7's "
+        "handshakes are refused with 503 (default: what the open file limit allows)",
+    )
+    run.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        help="WEBSOCKET_SERVER['EVENT_LOOP'] of django-ws, and the bare server's loop "
+        "(default: not set, so django-ws' default, auto: uvloop when installed)",
+    )
+    run.add_argument(
+        "--eager-tasks",
+        action="store_true",
+        help="WEBSOCKET_SERVER['EAGER_TASKS'] = True for django-ws (Python 3.12+)",
     )
     run.add_argument(
         "--scale",
@@ -236,6 +277,11 @@ def _scenarios(args: argparse.Namespace) -> list[Scenario]:
         ladder_factor=args.ladder_factor,
         ladder_top=args.ladder_top,
         idle_connections=args.idle_connections,
+        many_idle_connections=args.many_idle_connections,
+        idle_seconds=args.idle_seconds,
+        storm_connections=args.storm_connections,
+        storm_concurrency=args.storm_concurrency,
+        generators=args.generators,
         scale=args.scale,
         rates=args.rates,
         fixed_rates=dict.fromkeys(("S1", "S2", "S3"), args.fixed_rate) if args.fixed_rate else None,
@@ -277,6 +323,20 @@ async def run_all(
     systems = [s for s in SYSTEM_ORDER if s in systems]  # a fixed order, whatever was typed
     if any(specs[s].kind == "channels" for s in systems):
         ensure_redis_server(log)  # now, not after an hour: found, installed or the hint
+    if args.max_connections:
+        os.environ["BENCH_MAX_CONNECTIONS"] = str(args.max_connections)
+    before, soft, hard = raise_open_file_limit()
+    log(
+        f"open file limit: {soft:,} per process (hard {hard:,}"
+        + (f"; raised from {before:,}" if before != soft else "")
+        + f"), inherited by the generators and the servers; django-ws MAX_CONNECTIONS "
+        f"{max_connections_per_worker():,} per worker"
+    )
+    # Read by the django-ws settings of the benchmark and by the bare server.
+    if args.event_loop:
+        os.environ["BENCH_EVENT_LOOP"] = args.event_loop
+    if args.eager_tasks:
+        os.environ["BENCH_EAGER_TASKS"] = "1"
     scenarios = _scenarios(args)
     options = _options(args)
     code_digest = snapshot_server_code(workdir)
@@ -301,9 +361,20 @@ async def run_all(
             key: str(value) if isinstance(value, Path) else value
             for key, value in options.__dict__.items()
         }
-        | {"workers": workers},
+        | {
+            "workers": workers,
+            "open_file_limit": soft,
+            "event_loop": args.event_loop or "default (auto)",
+            "eager_tasks": args.eager_tasks,
+        },
         "systems": {
-            key: {"label": specs[key].label, "workers": specs[key].workers} for key in systems
+            key: {"label": specs[key].label, "workers": specs[key].workers}
+            | (
+                {"max_connections_per_worker": max_connections_per_worker()}
+                if specs[key].kind == "django-ws"
+                else {}
+            )
+            for key in systems
         },
         "scenarios": {s.key: {"scenario": s.describe(), "results": {}} for s in scenarios},
     }
@@ -352,7 +423,7 @@ async def _run_system(
     data["systems"][key].setdefault("pids", []).extend(system.worker_pids())
     try:
         for index, scenario in enumerate(wanted):
-            if scenario.kind == "idle" and index > 0:
+            if scenario.kind in ("idle", "many_idle") and index > 0:
                 # Memory is measured on a server that has served nothing else: what
                 # earlier scenarios left in the allocator would hide the growth.
                 stop_system(system, registry)
@@ -379,6 +450,8 @@ _HEADLINE = {
     "fanout": "max_deliveries_per_s",
     "echo": "round_trips_per_s",
     "idle": "rss_per_connection_bytes",
+    "many_idle": "rss_per_connection_bytes",
+    "storm": "handshakes_per_server_core_second",
 }
 
 

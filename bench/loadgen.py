@@ -61,16 +61,18 @@ def ensure_node_modules() -> None:
 
 @dataclass(frozen=True)
 class ConnSpec:
-    """One client connection: its id, path, room number, member index and room size."""
+    """One client connection: its id, path, room number, member index and room size,
+    and the local address it connects from (None: the kernel's choice, 127.0.0.1)."""
 
     id: int
     path: str
     room: int
     member: int
     room_size: int
+    source: str | None = None
 
     def wire(self) -> list[Any]:
-        return [self.id, self.path, self.room, self.member, self.room_size]
+        return [self.id, self.path, self.room, self.member, self.room_size, self.source]
 
 
 def chat_connections(connections: int, room_size: int) -> list[ConnSpec]:
@@ -236,14 +238,33 @@ class LoadGenerators:
             timeout=timeout * 4 + 60,
         )
         errors: dict[str, int] = {}
+        histogram = Histogram()
         for answer in answers:
             for key, count in answer["errors"].items():
                 errors[key] = errors.get(key, 0) + count
+            histogram.add(answer.get("connect_hist", []), answer.get("max_connect_us", 0))
         return {
             "ok": sum(a["ok"] for a in answers),
             "failed": sum(a["failed"] for a in answers),
             "errors": errors,
             "seconds": max(a["seconds"] for a in answers),
+            "connect_latency": histogram.summary()
+            | {"p95_ms": histogram.percentile_ms(0.95)},
+            "generator_cpu": [round(a.get("cpu", 0.0), 3) for a in answers],
+        }
+
+    async def poll(self) -> dict[str, Any]:
+        """Connections open now, closes seen since they opened (by code), and the
+        generators' CPU seconds so far."""
+        polls = await self._all([{"cmd": "poll"}] * len(self.generators), timeout=30)
+        closes: dict[str, int] = {}
+        for answer in polls:
+            for code, count in answer["closes"].items():
+                closes[code] = closes.get(code, 0) + count
+        return {
+            "open": sum(p["open"] for p in polls),
+            "closes": closes,
+            "cpu_seconds": [p["cpu_seconds"] for p in polls],
         }
 
     async def reopen_closed(self, url: str, timeout: float = 60.0) -> dict[str, int]:

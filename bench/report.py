@@ -37,6 +37,8 @@ TARGETS = {
     "rss_vs_channels": 0.5,
     "rss_kib": 17.0,
     "fanout_vs_bare": 0.5,
+    "s6_rss_kib": 12.0,
+    "s6_idle_us": 5.0,
 }
 
 
@@ -221,6 +223,27 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{_fmt_rate(ours['max_deliveries_per_s'], ours.get('at_least', False))} vs "
                 f"{_fmt_rate(bare['max_deliveries_per_s'], bare.get('at_least', False))}{caveat}",
             )
+    results = scenarios.get("S6", {}).get("results", {})
+    ours = results.get("django-ws", {})
+    if ours.get("rss_per_connection_bytes") is not None:
+        kib = ours["rss_per_connection_bytes"] / 1024
+        us = ours["server_cpu_us_per_connection_second"]
+        opened = ours["open"]["ok"]
+        row(
+            "S6 RSS per connection, many idle connections",
+            f"<= {TARGETS['s6_rss_kib']:.0f} KiB",
+            round(kib, 1),
+            kib <= TARGETS["s6_rss_kib"],
+            f"django-ws {kib:.1f} KiB at {opened:,} connections",
+        )
+        row(
+            "S6 idle server CPU per connection-second (20 s pings)",
+            f"<= {TARGETS['s6_idle_us']:.0f} us",
+            round(us, 2),
+            us <= TARGETS["s6_idle_us"],
+            f"django-ws {us:.2f} us at {ours['idle_open']:,} connections "
+            f"over {ours['idle_seconds']:.0f} s",
+        )
     broker = data.get("broker")
     if broker and "ratio" in broker:
         row(
@@ -324,6 +347,53 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                     f"| {result['rss_after_bytes'] / 2**20:.1f} "
                     f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
                     f"| {'-' if reopened is None else f'{reopened / 1024:.1f}'} |"
+                )
+            lines.append("")
+        elif spec["kind"] == "many_idle":
+            lines += [
+                f"{key} {spec['title']}:",
+                "",
+                "| system | connections (file limit per process) | opened in | RSS after MiB "
+                "| KiB per connection | idle server CPU | us per connection-second | valid |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            ]
+            for system, result in scenario["results"].items():
+                label = systems.get(system, {}).get("label", system)
+                if "error" in result:
+                    lines.append(f"| {label} | error: {result['error']} | | | | | | |")
+                    continue
+                opened = result["open"]
+                lines.append(
+                    f"| {label} | {opened['ok']:,} ({result['limits']['open_file_limit']:,}) "
+                    f"| {opened['seconds']:.1f} s "
+                    f"| {result['rss_after_bytes'] / 2**20:.1f} "
+                    f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
+                    f"| {result['server_cpu_cores']:.3f} cores "
+                    f"| {result['server_cpu_us_per_connection_second']:.2f} "
+                    f"| {'yes' if result['valid'] else 'no'} |"
+                )
+            lines.append("")
+        elif spec["kind"] == "storm":
+            lines += [
+                f"{key} {spec['title']}:",
+                "",
+                "| system | accepted | refused (503) | failed otherwise | handshakes/s "
+                "| server CPU | handshakes per server core-second | connect p50 / p95 / p99 ms |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for system, result in scenario["results"].items():
+                label = systems.get(system, {}).get("label", system)
+                if "error" in result:
+                    lines.append(f"| {label} | error: {result['error']} | | | | | | |")
+                    continue
+                latency = result["connect_latency"]
+                lines.append(
+                    f"| {label} | {result['accepted']:,} | {result['refused_503']:,} "
+                    f"| {result['failed_otherwise']:,} | {result['handshakes_per_s']:,.0f} "
+                    f"| {result['server_cpu_cores']:.2f} cores "
+                    f"| {result['handshakes_per_server_core_second']:,.0f} "
+                    f"| {_fmt_ms(latency['p50_ms'])} / {_fmt_ms(latency['p95_ms'])} / "
+                    f"{_fmt_ms(latency['p99_ms'])} |"
                 )
             lines.append("")
     broker = data.get("broker")
@@ -460,6 +530,37 @@ def plot(data: dict[str, Any], directory: Path, prefix: str = "bench") -> list[P
                     fontsize=8,
                 )
             ax.set_xlabel("echo round trips per second (closed loop)")
+        elif spec["kind"] == "many_idle":
+            labels = [systems.get(s, {}).get("label", s) for s in results]
+            values = [r["server_cpu_us_per_connection_second"] for r in results.values()]
+            bars = ax.barh(labels, values, color=[COLORS.get(s, "tab:green") for s in results])
+            for bar, r in zip(bars, results.values(), strict=True):
+                ax.text(
+                    bar.get_width(),
+                    bar.get_y() + bar.get_height() / 2,
+                    f" {bar.get_width():.2f} us, {r['rss_per_connection_bytes'] / 1024:.1f} KiB "
+                    f"per connection, {r['open']['ok']:,} connections",
+                    va="center",
+                    fontsize=8,
+                )
+            ax.axvline(TARGETS["s6_idle_us"], color="black", linewidth=0.8, linestyle=":")
+            ax.set_xlabel(
+                "idle server CPU per connection-second, us (20 s pings; all server processes)"
+            )
+        elif spec["kind"] == "storm":
+            labels = [systems.get(s, {}).get("label", s) for s in results]
+            values = [r["handshakes_per_server_core_second"] for r in results.values()]
+            bars = ax.barh(labels, values, color=[COLORS.get(s, "tab:green") for s in results])
+            for bar, r in zip(bars, results.values(), strict=True):
+                ax.text(
+                    bar.get_width(),
+                    bar.get_y() + bar.get_height() / 2,
+                    f" {bar.get_width():,.0f}, p95 connect "
+                    f"{_fmt_ms(r['connect_latency']['p95_ms'])} ms, {r['refused_503']:,} x 503",
+                    va="center",
+                    fontsize=8,
+                )
+            ax.set_xlabel("handshakes per server core-second (connect storm)")
         else:
             labels = [systems.get(s, {}).get("label", s) for s in results]
             values = [r["rss_per_connection_bytes"] / 1024 for r in results.values()]

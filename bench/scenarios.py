@@ -4,7 +4,9 @@ S1-S3 are fan-out: clients in rooms, every message goes to every member of its r
 (sender included). The harness runs a warm-up, a step at a fixed rate common to all
 systems, then steps the rate up until a step fails: any delivery missing, p99 at or
 above the latency limit, a connection closed, or a generator saturated (then the
-result is invalid, not failed). S4 is a closed-loop echo, S5 idle connections.
+result is invalid, not failed). S4 is a closed-loop echo, S5 idle connections. S6
+opens as many idle connections as the servers' open file limits allow and measures
+memory and idle CPU (pings) per connection; S7 is a connect storm.
 
 Rates are in deliveries per second (messages received by clients); the publish rate of
 a step is that divided by the room size.
@@ -22,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from bench.capacity import open_file_limit, per_source, server_capacity, with_sources
 from bench.loadgen import LoadGenerators, chat_connections, echo_connections
 from bench.processes import tree_usage
 from bench.systems import RunningSystem
@@ -31,11 +34,14 @@ from bench.systems import RunningSystem
 class Scenario:
     key: str
     title: str
-    kind: str  # "fanout", "echo" or "idle"
-    connections: int
+    kind: str  # "fanout", "echo", "idle", "many_idle" (S6) or "storm" (S7)
+    connections: int  # many_idle: the most to open (fewer where file limits say so)
     room_size: int = 1
     fixed_rate: float = 0.0  # deliveries/s, fan-out only
     ladder: tuple[float, ...] = ()  # deliveries/s, fan-out only
+    idle_seconds: float = 0.0  # many_idle: how long idle CPU is measured
+    concurrency: int = 0  # many_idle and storm: handshakes in flight, all generators
+    generators: int = 0  # many_idle and storm: generator processes (0: --generators)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +84,22 @@ def _round2(rate: float) -> float:
     return float(round(rate / magnitude) * magnitude)
 
 
+MANY_IDLE_MAX = 40_000
+"""S6's default ceiling: the file limits usually decide first (20,000 descriptors a
+process on the reference machine: about 35,000 connections on two workers)."""
+
+IDLE_SECONDS = 40.0
+"""S6's idle window: two ping intervals, so every connection is pinged twice."""
+
+PING_INTERVAL_SECONDS = 20.0
+"""The keepalive ping interval S6 runs with: the default of django-ws
+(``WEBSOCKET_SERVER['PING_INTERVAL']``), of websockets' ``serve()`` and of uvicorn
+(``--ws-ping-interval``); none of them is changed."""
+
+SEVERAL_GENERATORS = 4
+"""Generator processes of S6 and S7 unless ``--generators`` says otherwise: each holds
+a share of the connections (and of the file descriptors)."""
+
 MIN_PUBLISHES_PER_STEP = 5
 """A fan-out step publishes at least this many messages, or the ladder skips its rate
 (in one room of 1,000, 250 deliveries/s would be one message every 4 seconds)."""
@@ -94,15 +116,25 @@ def default_scenarios(
     scale: float = 1.0,
     fixed_rates: dict[str, float] | None = None,
     rates: tuple[float, ...] | None = None,
+    many_idle_connections: int | None = None,
+    idle_seconds: float | None = None,
+    storm_connections: int | None = None,
+    storm_concurrency: int | None = None,
+    generators: int | None = None,
 ) -> dict[str, Scenario]:
-    """The five scenarios, sized for a 2-core machine (``scale`` multiplies the
+    """The seven scenarios, sized for a 2-core machine (``scale`` multiplies the
     connection counts on bigger ones; ``quick`` shrinks everything for a smoke run)."""
     if quick:
         start, factor, top = ladder_start or 1000.0, ladder_factor or 4.0, ladder_top or 64000.0
         conns, echo_conns, idle = 200, 50, idle_connections or 500
+        many, window = many_idle_connections or 2000, idle_seconds or 5.0
+        storm, in_flight = storm_connections or 2000, storm_concurrency or 200
     else:
         start, factor, top = ladder_start or 250.0, ladder_factor or 2.0, ladder_top or 256000.0
         conns, echo_conns, idle = 1000, 100, idle_connections or 2000
+        many, window = many_idle_connections or MANY_IDLE_MAX, idle_seconds or IDLE_SECONDS
+        storm, in_flight = storm_connections or 20_000, storm_concurrency or 1000
+    several = generators or SEVERAL_GENERATORS
     conns = int(conns * scale)
     ladder = rates or geometric_ladder(start, factor, top)
     fixed = {"S1": 500.0, "S2": 1000.0, "S3": 2000.0, **(fixed_rates or {})}
@@ -125,6 +157,27 @@ def default_scenarios(
             "idle",
             int(idle * scale),
             20,
+        ),
+        "S6": Scenario(
+            "S6",
+            f"as many idle connections as the file limits allow (at most {int(many * scale):,}), "
+            f"rooms of 20, {window:g} s idle with default pings",
+            "many_idle",
+            int(many * scale),
+            20,
+            idle_seconds=window,
+            concurrency=256,
+            generators=several,
+        ),
+        "S7": Scenario(
+            "S7",
+            f"connect storm: {int(storm * scale):,} connections in rooms of 20, "
+            f"{in_flight:,} handshakes in flight",
+            "storm",
+            int(storm * scale),
+            20,
+            concurrency=in_flight,
+            generators=several,
         ),
     }
 
@@ -175,6 +228,7 @@ class CpuMeter:
         ``machine_cores`` is then everything that was busy, the generators included."""
         wall = max(1e-6, time.monotonic() - self.wall_before)
         server = tree_usage(self.server)[0] - self.server_before
+        self.server_seconds = server  # CPU seconds, all server processes
         own = tree_usage(self.own)[0] - self.own_before
         machine = _machine_busy() - self.machine_before
         self.machine_cores = machine / wall
@@ -498,11 +552,195 @@ class ScenarioRunner:
             last = now
         return last
 
+    # Many connections: S6 and S7 ------------------------------------------------------
+
+    def _sized(self, wanted: int, what: str) -> tuple[int, dict[str, Any]]:
+        """``wanted`` connections, or fewer where the server's file limits say so;
+        logs the limits. Returns the count and the limits for the results."""
+        soft = open_file_limit()
+        processes = self.system.spec.workers
+        capacity = server_capacity(processes, soft)
+        count = min(wanted, capacity)
+        limits = {
+            "open_file_limit": soft,
+            "server_processes": processes,
+            "server_capacity": capacity,
+            "wanted": wanted,
+            "connections": count,
+        }
+        self.log(
+            f"    open file limit {soft:,} per process: {processes} server process"
+            f"{'es' if processes > 1 else ''} hold about {capacity:,}; {what} {count:,}"
+            + (f" (of {wanted:,} asked)" if count < wanted else "")
+        )
+        return count, limits
+
+    def _generators_for(self, scenario: Scenario, count: int) -> int:
+        """Enough generator processes that none holds more connections than its own
+        file limit allows."""
+        per_generator = max(1, open_file_limit() - 100)
+        wanted = scenario.generators or self.options.generators
+        return max(wanted, math.ceil(count / per_generator))
+
+    async def _wait_quiet(self, limit_cores: float = 0.05, timeout: float = 30.0) -> None:
+        """Until the server uses almost no CPU (what the scenario before left, closing
+        thousands of connections, has been handled)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before, _ = tree_usage(self.system.server_tree())
+            await asyncio.sleep(0.5)
+            after, _ = tree_usage(self.system.server_tree())
+            if (after - before) / 0.5 < limit_cores:
+                return
+
+    async def many_idle(self, scenario: Scenario) -> dict[str, Any]:
+        """S6: as many idle connections as the file limits allow, from several
+        generators (and several source addresses where one's ports run out); RSS per
+        connection, then the server's CPU while they idle, pings included, per
+        connection-second."""
+        options = self.options
+        count, limits = self._sized(scenario.connections, "opening")
+        conns, sources = with_sources(chat_connections(count, scenario.room_size))
+        generators = self._generators_for(scenario, count)
+        self.log(
+            f"    from {generators} generators and {len(sources)} source address"
+            f"{'es' if len(sources) > 1 else ''} ({', '.join(sources)}; "
+            f"{per_source():,} connections each); ping interval {PING_INTERVAL_SECONDS:g} s "
+            "(every server's default)"
+        )
+        await self._wait_quiet()
+        gens = await LoadGenerators.start(1)
+        try:
+            # As S5: lazily loaded code goes into the baseline, not the per-connection figure.
+            await gens.open(self.system.url, chat_connections(40, scenario.room_size))
+        finally:
+            await gens.stop()
+        await asyncio.sleep(options.settle_seconds)
+        _, before = tree_usage(self.system.server_tree())
+        gens = await LoadGenerators.start(generators)
+        try:
+            opened = await self._open_many(gens, conns, scenario.concurrency)
+            after = await self._settled_rss(options.settle_seconds)
+            per_conn = (after - before) / max(1, opened["ok"])
+            await self._wait_quiet(limit_cores=0.5)  # handshakes all done
+            at_start = await gens.poll()
+            meter = CpuMeter(self.system.server_tree(), gens.pids())
+            started = time.monotonic()
+            await asyncio.sleep(scenario.idle_seconds)
+            cores, others = meter.read()
+            window = time.monotonic() - started
+            at_end = await gens.poll()
+            idle_open = min(at_start["open"], at_end["open"])
+            us_per_conn_second = meter.server_seconds / max(1, idle_open) / window * 1e6
+            generator_cpu = [
+                round((b - a) / window, 3)
+                for a, b in zip(at_start["cpu_seconds"], at_end["cpu_seconds"], strict=True)
+            ]
+            self.log(
+                f"    RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB: "
+                f"{per_conn / 1024:.1f} KiB per connection; idle for {window:.0f} s: "
+                f"server {cores:.3f} cores, {us_per_conn_second:.2f} us per connection-second "
+                f"({idle_open:,} open; others {others:.2f} cores)"
+            )
+            closes = {
+                code: count - at_start["closes"].get(code, 0)
+                for code, count in at_end["closes"].items()
+                if count - at_start["closes"].get(code, 0)
+            }
+            return {
+                "open": opened,
+                "limits": limits,
+                "generators": generators,
+                "source_addresses": sources,
+                "ping_interval_s": PING_INTERVAL_SECONDS,
+                "rss_before_bytes": before,
+                "rss_after_bytes": after,
+                "rss_per_connection_bytes": per_conn,
+                "idle_seconds": round(window, 2),
+                "idle_open": idle_open,
+                "idle_closes": closes,
+                "server_cpu_cores": round(cores, 4),
+                "server_cpu_us_per_connection_second": us_per_conn_second,
+                "other_processes_cpu_cores": round(others, 3),
+                "steal_cores": round(meter.steal_cores, 3),
+                "generator_cpu_idle": generator_cpu,
+                "valid": opened["failed"] == 0 and not closes,
+            }
+        finally:
+            await gens.stop()
+
+    async def _open_many(
+        self, gens: LoadGenerators, conns: list[Any], concurrency: int
+    ) -> dict[str, Any]:
+        opened = await gens.open(self.system.url, conns, concurrency=concurrency, timeout=120)
+        seconds = max(opened["seconds"], 1e-6)
+        self.log(
+            f"    {opened['ok']:,} connections open in {opened['seconds']:.1f}s "
+            f"({opened['ok'] / seconds:,.0f}/s)"
+            + (f", {opened['failed']:,} failed: {opened['errors']}" if opened["failed"] else "")
+        )
+        return opened
+
+    async def storm(self, scenario: Scenario) -> dict[str, Any]:
+        """S7: connections opened as fast as they come (``concurrency`` handshakes in
+        flight over several generators); each succeeds or is refused (HTTP 503 at the
+        server's connection limit), both counted. Handshakes per second per server core
+        is the handshakes divided by the server's CPU time during the storm."""
+        count, limits = self._sized(scenario.connections, "storming with")
+        conns, sources = with_sources(chat_connections(count, scenario.room_size))
+        generators = self._generators_for(scenario, count)
+        await self._wait_quiet()
+        gens = await LoadGenerators.start(generators)
+        try:
+            meter = CpuMeter(self.system.server_tree(), gens.pids())
+            opened = await self._open_many(gens, conns, scenario.concurrency)
+            cores, others = meter.read()
+            wall = max(opened["seconds"], 1e-6)
+            # The meter ran from before the first connect to after the last answer.
+            cpu_seconds = meter.server_seconds
+            refused = sum(n for error, n in opened["errors"].items() if "503" in error)
+            other_failures = opened["failed"] - refused
+            per_core = opened["ok"] / cpu_seconds if cpu_seconds > 0 else 0.0
+            latency = opened["connect_latency"]
+            self.log(
+                f"    {opened['ok']:,} accepted, {refused:,} refused with 503, "
+                f"{other_failures:,} failed otherwise; {opened['ok'] / wall:,.0f} handshakes/s, "
+                f"{per_core:,.0f} per server core-second (server {cores:.2f} cores); connect "
+                f"p50 {_ms(latency['p50_ms'])}  p95 {_ms(latency['p95_ms'])}  "
+                f"p99 {_ms(latency['p99_ms'])}; generators "
+                f"{', '.join(f'{c:.0%}' for c in opened['generator_cpu'])}"
+            )
+            return {
+                "open": opened,
+                "limits": limits,
+                "generators": generators,
+                "source_addresses": sources,
+                "concurrency": scenario.concurrency,
+                "accepted": opened["ok"],
+                "refused_503": refused,
+                "failed_otherwise": other_failures,
+                "seconds": round(wall, 3),
+                "handshakes_per_s": opened["ok"] / wall,
+                "server_cpu_cores": round(cores, 3),
+                "server_cpu_seconds": round(cpu_seconds, 3),
+                "handshakes_per_server_core_second": per_core,
+                "connect_latency": latency,
+                "other_processes_cpu_cores": round(others, 3),
+                "steal_cores": round(meter.steal_cores, 3),
+                "valid": other_failures == 0,
+            }
+        finally:
+            await gens.stop()
+
     async def run(self, scenario: Scenario) -> dict[str, Any]:
         if scenario.kind == "fanout":
             return await self.fanout(scenario)
         if scenario.kind == "echo":
             return await self.echo(scenario)
+        if scenario.kind == "many_idle":
+            return await self.many_idle(scenario)
+        if scenario.kind == "storm":
+            return await self.storm(scenario)
         return await self.idle(scenario)
 
 

@@ -241,6 +241,16 @@ def start_redis(registry: ProcessRegistry, workdir: Path) -> tuple[ManagedProces
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+def max_connections_per_worker() -> int:
+    """django-ws' MAX_CONNECTIONS in the benchmark: ``--max-connections`` if given, else
+    what the open file limit lets one worker hold (Channels and the bare server have no
+    limit of their own)."""
+    from bench.capacity import open_file_limit, server_capacity
+
+    given = os.environ.get("BENCH_MAX_CONNECTIONS")
+    return int(given) if given else server_capacity(1, open_file_limit())
+
+
 def _ready_file_count(path: Path) -> int:
     try:
         return len([line for line in path.read_text().splitlines() if line.strip()])
@@ -277,6 +287,7 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
                     spec.code,
                     DJANGO_SETTINGS_MODULE="djws_bench.settings",
                     BENCH_BROKER=f"unix:{workdir / f'broker-{port}.sock'}",
+                    BENCH_MAX_CONNECTIONS=str(max_connections_per_worker()),
                     DJANGO_WS_LOG_LEVEL="WARNING",
                 ),
             )

@@ -83,12 +83,15 @@ function reply(message) {
 
 class Conn {
   constructor(spec) {
-    // spec: [id, path, room, member, roomSize]
+    // spec: [id, path, room, member, roomSize, source]; source: the local address to
+    // connect from (127.0.0.x), or null for the default, when one address's ephemeral
+    // ports would not be enough for all the connections.
     this.id = spec[0];
     this.path = spec[1];
     this.room = spec[2];
     this.member = spec[3];
     this.roomSize = spec[4];
+    this.source = spec[5] || null;
     this.ws = null;
     this.open = false;
     this.closeCode = null;
@@ -130,17 +133,26 @@ class Generator {
 
   async openAll(command) {
     const started = Date.now();
+    const cpuStart = process.cpuUsage();
+    const wallStart = nowUs();
     this.conns = command.conns.map((spec) => new Conn(spec));
     const concurrency = command.concurrency || 100;
     const timeoutMs = (command.timeout || 30) * 1000;
     const errors = {};
+    // Connect times (from the start of the TCP connect to the 101), successful ones only.
+    const connectHist = new Uint32Array(BUCKETS);
+    let maxConnectUs = 0;
     let failed = 0;
     let next = 0;
     const worker = async () => {
       while (next < this.conns.length) {
         const conn = this.conns[next++];
+        const begun = nowUs();
         try {
           await this.openOne(command.url, conn, timeoutMs);
+          const took = nowUs() - begun;
+          connectHist[bucketOf(took)] += 1;
+          if (took > maxConnectUs) maxConnectUs = took;
         } catch (err) {
           failed += 1;
           const key = String(err && err.message ? err.message : err).slice(0, 120);
@@ -149,18 +161,23 @@ class Generator {
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
+    const cpu = process.cpuUsage(cpuStart);
     reply({
       ev: "opened",
       ok: this.conns.length - failed,
       failed,
       errors,
       seconds: (Date.now() - started) / 1000,
+      connect_hist: sparse(connectHist),
+      max_connect_us: maxConnectUs,
+      cpu: (cpu.user + cpu.system) / Math.max(1, nowUs() - wallStart),
     });
   }
 
   openOne(url, conn, timeoutMs) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url + conn.path, {
+        ...(conn.source ? { localAddress: conn.source } : {}),
         perMessageDeflate: false,
         // The harness checks every message's content itself (readInts); the servers
         // under test are not being tested for UTF-8 validity here.
@@ -335,8 +352,20 @@ class Generator {
 
   poll() {
     let received = 0;
-    for (const conn of this.conns) received += conn.received;
-    return { ev: "poll", step: this.step, received };
+    let open = 0;
+    for (const conn of this.conns) {
+      received += conn.received;
+      if (conn.open) open += 1;
+    }
+    const cpu = process.cpuUsage();
+    return {
+      ev: "poll",
+      step: this.step,
+      received,
+      open,
+      closes: this.closes,
+      cpu_seconds: (cpu.user + cpu.system) / 1e6,
+    };
   }
 
   collect() {

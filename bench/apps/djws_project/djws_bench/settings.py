@@ -32,3 +32,15 @@ WEBSOCKET_TRANSPORT_BACKENDS = {
         "CONFIG": {"address": _broker} if _broker else {},
     }
 }
+
+# Set by the harness: MAX_CONNECTIONS to what the open file limit lets a worker hold
+# (Channels and the bare server have no such limit), so S6 can fill the limit and S7
+# shows the configured one; the event loop and eager tasks of --event-loop and
+# --eager-tasks.
+WEBSOCKET_SERVER: dict[str, object] = {}
+if os.environ.get("BENCH_MAX_CONNECTIONS"):
+    WEBSOCKET_SERVER["MAX_CONNECTIONS"] = int(os.environ["BENCH_MAX_CONNECTIONS"])
+if os.environ.get("BENCH_EVENT_LOOP"):
+    WEBSOCKET_SERVER["EVENT_LOOP"] = os.environ["BENCH_EVENT_LOOP"]
+if os.environ.get("BENCH_EAGER_TASKS"):
+    WEBSOCKET_SERVER["EAGER_TASKS"] = os.environ["BENCH_EAGER_TASKS"] == "1"
