@@ -375,7 +375,7 @@ def _start_runtime(options: WorkerOptions, loop: LoopChoice) -> None:
         hard,
     )
     allowed = connections_allowed_by(soft)
-    if 0 <= allowed < options.max_connections:
+    if soft >= 0 and allowed < options.max_connections:  # soft < 0: no such limit here
         logger.warning(
             "WEBSOCKET_SERVER['MAX_CONNECTIONS'] is %d, but an open file limit of %d lets a "
             "worker hold about %d connections: past that, handshakes fail with EMFILE "
