@@ -60,7 +60,8 @@ def resolve_event_loop(choice: object, where: str) -> LoopChoice:
             f"{where} is 'uvloop' but uvloop does not import ({exc}): install it "
             "(pip install 'django-ws-grpc[uvloop]') or choose 'auto' or 'asyncio'"
         ) from None
-    return LoopChoice("uvloop", str(uvloop.__version__), uvloop.new_event_loop)
+    version = str(getattr(uvloop, "__version__", "?"))
+    return LoopChoice("uvloop", version, uvloop.new_event_loop)
 
 
 def running_loop_name() -> str:

@@ -25,9 +25,11 @@ HAVE_EAGER = sys.version_info >= (3, 12)
 
 WORKER_LINE = re.compile(
     r"worker (\d+) runs on the (\w+) event loop \(([^;]+); WEBSOCKET_SERVER\['EVENT_LOOP'\] = "
-    r"'(\w+)'\), eager tasks (on|off[^,]*), open file limit (\d+) \(hard (\d+)\)"
+    r"'(\w+)'\), eager tasks (on|off(?: \([^)]*\))?), open file limit (\d+) \(hard (\d+)\)"
 )
-BROKER_LINE = re.compile(r"broker \(pid (\d+)\) runs on the (\w+) event loop \(([^;]+); ")
+BROKER_LINE = re.compile(
+    r"broker \(pid (\d+)\) runs on the (\w+) event loop \(([^;]+); --event-loop (\w+)\)"
+)
 
 
 def private_broker(tmp: Path) -> str:
@@ -89,6 +91,7 @@ async def test_workers_and_embedded_broker_run_the_chosen_loop(
     assert broker is not None
     print(broker.group(0))
     assert broker.group(2) == expected, broker.group(0)
+    assert broker.group(4) == choice  # the edge passed its setting to the embedded broker
     await echo_and_group_round_trip(server.ws_url)
 
 

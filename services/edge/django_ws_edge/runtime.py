@@ -17,6 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -48,17 +52,34 @@ def connections_allowed_by(soft_limit: int) -> int:
     return max(0, soft_limit - FILE_DESCRIPTORS_RESERVED)
 
 
+def eager_task_factory(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    /,
+    *,
+    eager_start: bool = True,
+    **kwargs: Any,
+) -> asyncio.Task[T]:
+    """``asyncio.eager_task_factory``, also on uvloop: uvloop (0.22 and later) hands the
+    factory an ``eager_start`` keyword, which the standard factory of Python 3.12 and
+    3.13 does not take (every task creation then fails). A task asked for explicitly
+    not to start eagerly is not."""
+    task_class: Any = asyncio.Task  # eager_start: 3.12+, unknown to 3.11's stubs
+    task: asyncio.Task[T] = task_class(coro, loop=loop, eager_start=eager_start, **kwargs)
+    return task
+
+
 def install_eager_tasks(loop: asyncio.AbstractEventLoop, wanted: bool) -> str:
-    """Install ``asyncio.eager_task_factory`` on ``loop`` when ``wanted`` and the Python
-    has it; returns what the log line says: "on", "off" or why it is off."""
+    """Install the eager task factory on ``loop`` when ``wanted`` and the Python has
+    eager tasks (3.12+); returns what the log line says: "on", "off" or why it is off."""
     if not wanted:
         return "off"
-    factory = getattr(asyncio, "eager_task_factory", None)
-    if factory is None:
+    if not hasattr(asyncio, "eager_task_factory"):
         version = ".".join(map(str, sys.version_info[:2]))
         return (
             f"off (WEBSOCKET_SERVER['EAGER_TASKS'] is set, but Python {version} has no "
             "eager tasks: they need 3.12 or later)"
         )
+    factory: Any = eager_task_factory  # takes more keywords than the stubs' protocol
     loop.set_task_factory(factory)
     return "on"
