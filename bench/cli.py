@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="handshakes in flight during S7, over all generators (default 1000, quick 200)",
     )
     run.add_argument(
+        "--ports-per-source",
+        type=int,
+        help="connections per source address in S6 and S7 before the next 127.0.0.x is "
+        "used (default: 80%% of the ephemeral port range)",
+    )
+    run.add_argument(
         "--max-connections",
         type=int,
         help="django-ws' WEBSOCKET_SERVER['MAX_CONNECTIONS'] per worker: past it, S7's "
@@ -325,6 +331,8 @@ async def run_all(
         ensure_redis_server(log)  # now, not after an hour: found, installed or the hint
     if args.max_connections:
         os.environ["BENCH_MAX_CONNECTIONS"] = str(args.max_connections)
+    if args.ports_per_source:
+        os.environ["BENCH_PORTS_PER_SOURCE"] = str(args.ports_per_source)
     before, soft, hard = raise_open_file_limit()
     log(
         f"open file limit: {soft:,} per process (hard {hard:,}"

@@ -354,7 +354,8 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                 f"{key} {spec['title']}:",
                 "",
                 "| system | connections (file limit per process) | opened in | RSS after MiB "
-                "| KiB per connection | idle server CPU | us per connection-second | valid |",
+                "| KiB per connection | idle server CPU (with no connection) "
+                "| us per connection-second (above no connection) | valid |",
                 "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
             ]
             for system, result in scenario["results"].items():
@@ -368,8 +369,10 @@ def table_lines(data: dict[str, Any]) -> list[str]:
                     f"| {opened['seconds']:.1f} s "
                     f"| {result['rss_after_bytes'] / 2**20:.1f} "
                     f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
-                    f"| {result['server_cpu_cores']:.3f} cores "
+                    f"| {result['server_cpu_cores']:.3f} "
+                    f"({result.get('server_idle_cores_without_connections', 0.0):.3f}) cores "
                     f"| {result['server_cpu_us_per_connection_second']:.2f} "
+                    f"({result.get('server_cpu_us_per_connection_second_above_idle', 0.0):.2f}) "
                     f"| {'yes' if result['valid'] else 'no'} |"
                 )
             lines.append("")

@@ -616,6 +616,11 @@ class ScenarioRunner:
         finally:
             await gens.stop()
         await asyncio.sleep(options.settle_seconds)
+        # The server's own idle CPU with no client (heartbeats, timers, Redis): what
+        # the per-connection figure would be with no connection at all.
+        baseline = CpuMeter(self.system.server_tree(), [])
+        await asyncio.sleep(min(10.0, scenario.idle_seconds / 4))
+        baseline_cores, _ = baseline.read()
         _, before = tree_usage(self.system.server_tree())
         gens = await LoadGenerators.start(generators)
         try:
@@ -632,6 +637,7 @@ class ScenarioRunner:
             at_end = await gens.poll()
             idle_open = min(at_start["open"], at_end["open"])
             us_per_conn_second = meter.server_seconds / max(1, idle_open) / window * 1e6
+            above_idle = max(0.0, cores - baseline_cores) / max(1, idle_open) * 1e6
             generator_cpu = [
                 round((b - a) / window, 3)
                 for a, b in zip(at_start["cpu_seconds"], at_end["cpu_seconds"], strict=True)
@@ -640,7 +646,8 @@ class ScenarioRunner:
                 f"    RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB: "
                 f"{per_conn / 1024:.1f} KiB per connection; idle for {window:.0f} s: "
                 f"server {cores:.3f} cores, {us_per_conn_second:.2f} us per connection-second "
-                f"({idle_open:,} open; others {others:.2f} cores)"
+                f"({above_idle:.2f} above the {baseline_cores:.3f} cores it idles at with no "
+                f"connection; {idle_open:,} open; others {others:.2f} cores)"
             )
             closes = {
                 code: count - at_start["closes"].get(code, 0)
@@ -661,6 +668,8 @@ class ScenarioRunner:
                 "idle_closes": closes,
                 "server_cpu_cores": round(cores, 4),
                 "server_cpu_us_per_connection_second": us_per_conn_second,
+                "server_idle_cores_without_connections": round(baseline_cores, 4),
+                "server_cpu_us_per_connection_second_above_idle": above_idle,
                 "other_processes_cpu_cores": round(others, 3),
                 "steal_cores": round(meter.steal_cores, 3),
                 "generator_cpu_idle": generator_cpu,

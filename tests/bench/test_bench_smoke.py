@@ -140,6 +140,10 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
             "20",
             "--max-connections",
             "70",
+            # 20 per source address: S6 connects from 127.0.0.1 and 127.0.0.2, S7 from
+            # 127.0.0.1 to 127.0.0.5, as the full sizes do past the ephemeral ports.
+            "--ports-per-source",
+            "20",
             "--no-broker",
             "--output",
             str(output),
@@ -161,12 +165,14 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
         assert idle["rss_per_connection_bytes"] > 0, (system, idle)
         assert idle["server_cpu_us_per_connection_second"] >= 0, (system, idle)
         assert idle["limits"]["open_file_limit"] > 0
+        assert idle["source_addresses"] == ["127.0.0.1", "127.0.0.2"], idle
         storm = data["scenarios"]["S7"]["results"][system]
         assert "error" not in storm, (system, storm)
         assert storm["failed_otherwise"] == 0, (system, storm)
         assert storm["accepted"] + storm["refused_503"] == 100, (system, storm)
         assert storm["connect_latency"]["p95_ms"] is not None, (system, storm)
         assert storm["handshakes_per_server_core_second"] > 0, (system, storm)
+        assert len(storm["source_addresses"]) == 5, storm
     # django-ws -w 1 holds 70 at once (S6's 30 may not all be gone yet): the rest of
     # the storm is refused with 503.
     storm = data["scenarios"]["S7"]["results"]["django-ws"]
