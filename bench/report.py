@@ -56,6 +56,15 @@ def _command_output(args: list[str]) -> str:
         return ""
 
 
+def _nats_server() -> str | None:
+    from bench.systems import nats_server_path
+
+    try:
+        return nats_server_path()
+    except RuntimeError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """The facts a reader needs to weigh the figures."""
     cpu_model = ""
@@ -81,6 +90,7 @@ def machine_info() -> dict[str, Any]:
 
         ws_version = json.loads(ws_package.read_text()).get("version", "")
     redis = shutil.which("redis-server")
+    nats = _nats_server()
     root = Path(__file__).resolve().parent.parent
     return {
         "nproc": os.cpu_count(),
@@ -91,6 +101,7 @@ def machine_info() -> dict[str, Any]:
         "node": _command_output(["node", "--version"]),
         "npm_ws": ws_version,
         "redis_server": _command_output([redis, "--version"]) if redis else None,
+        "nats_server": _command_output([nats, "--version"]) if nats else None,
         "load_average_at_start": list(os.getloadavg()),
         "git_commit": _command_output(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]),
         # Server code changed since that commit (the figures are of the working tree).
