@@ -30,7 +30,7 @@ from websockets.typing import Origin
 
 from bench.processes import port_open
 
-from support.processes import ROOT, Process, Stack, base_env, free_port, wait_until
+from support.processes import ROOT, Broker, Process, Stack, base_env, free_port, wait_until
 
 pytest.importorskip("channels", reason="the Channels app needs the bench extra (channels)")
 pytest.importorskip("uvicorn", reason="the Channels app needs the bench extra (uvicorn)")
@@ -65,7 +65,7 @@ class Uvicorn(Process):
 
 
 @pytest.fixture
-def uvicorn_app(stack: Stack, tmp_path: Path) -> Iterator[tuple[Uvicorn, str]]:
+def uvicorn_app(stack: Stack, tmp_path: Path) -> Iterator[tuple[Uvicorn, Broker]]:
     """The broker and the Channels tutorial under ``uvicorn --workers 2`` on it."""
     broker = stack.broker()
     port = free_port()
@@ -96,7 +96,7 @@ def uvicorn_app(stack: Stack, tmp_path: Path) -> Iterator[tuple[Uvicorn, str]]:
     stack.processes.append(server)  # stopped by the stack, also when never ready
     server.start()
     server.wait_ready(WORKERS)
-    yield server, broker.listen
+    yield server, broker
 
 
 def owner_pid(ws: ClientConnection, server_port: int, pids: list[int]) -> int:
@@ -124,10 +124,10 @@ def owner_pid(ws: ClientConnection, server_port: int, pids: list[int]) -> int:
 
 
 async def test_members_on_both_uvicorn_workers_and_an_edge_share_a_room(
-    stack: Stack, uvicorn_app: tuple[Uvicorn, str]
+    stack: Stack, uvicorn_app: tuple[Uvicorn, Broker]
 ) -> None:
     server, broker = uvicorn_app
-    edge = stack.edge(broker=broker, workers=1, name="edge")
+    edge = stack.edge(broker=broker.listen, workers=1, name="edge")
     pids = server.worker_pids()
     assert len(pids) == WORKERS, server.log()
     room = "lobby"
@@ -158,6 +158,12 @@ async def test_members_on_both_uvicorn_workers_and_an_edge_share_a_room(
             )
         print(f"\nmembers: {dict(per_worker)} per uvicorn worker pid, {EDGE_MEMBERS} on the edge")
 
+        # Fan-out per process: the broker sees one subscriber per process (two uvicorn
+        # workers and the edge's one worker), not one per member.
+        group_edges = dict(broker.stats(include_groups=True).group_edges)
+        print(f"broker: subscribed processes per group {group_edges}")
+        assert group_edges == {f"chat_{room}": WORKERS + 1}
+
         sent = [f"{name}#{i}" for name in members for i in range(MESSAGES_EACH)]
         started = time.monotonic()
 
@@ -187,8 +193,30 @@ async def test_members_on_both_uvicorn_workers_and_an_edge_share_a_room(
             f"{len(sent)} messages sent by {len(members)} members, {total} deliveries "
             f"received (expected {len(sent) * len(members)}) in {elapsed:.2f}s"
         )
+        stats = broker.stats()
+        print(f"broker: {stats.published} published, {stats.delivered} delivered to processes")
         wanted = Counter(sent)
         for name, got in zip(members, received, strict=True):
             assert got == wanted, (name, got - wanted, wanted - got)
+        assert (stats.published, stats.delivered) == (len(sent), len(sent) * (WORKERS + 1))
+
+        # The members of one worker leave: that worker drops its subscription, and the
+        # others still get every message (the edge's reaches the other worker's members).
+        gone = pids[0]
+        leaving = [name for name in members if name.startswith(f"uvicorn-{gone}-")]
+        await asyncio.gather(*(members.pop(name).close() for name in leaving))
+        wait_until(
+            lambda: dict(broker.stats(include_groups=True).group_edges) == {f"chat_{room}": WORKERS},
+            10,
+            f"worker {gone} to unsubscribe once its members left",
+        )
+        await members["edge-0"].send(json.dumps({"message": "after-leave"}))
+        for name, ws in members.items():
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))["message"]
+            assert message == "after-leave", name
+        print(
+            f"{len(leaving)} members of worker {gone} left: the broker lists "
+            f"{WORKERS} subscribed processes, and the {len(members)} left got the next message"
+        )
     finally:
         await asyncio.gather(*(ws.close() for ws in members.values()), return_exceptions=True)
