@@ -265,7 +265,7 @@ def _layer_rows(scenarios: dict[str, Any], row: Any) -> None:
     for key in ("S1", "S2"):
         results = scenarios.get(key, {}).get("results", {})
         ours = results.get("channels-djws", {})
-        if not ours.get("max_deliveries_per_s"):
+        if "max_deliveries_per_s" not in ours:
             continue
         mine = _fmt_rate(ours["max_deliveries_per_s"], ours.get("at_least", False))
         layer, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
