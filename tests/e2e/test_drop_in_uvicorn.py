@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ def uvicorn_app(stack: Stack, tmp_path: Path) -> Iterator[tuple[Uvicorn, Broker]
     yield server, broker
 
 
+def fetch(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(response.status), response.read()
+
+
 def owner_pid(ws: ClientConnection, server_port: int, pids: list[int]) -> int:
     """The worker process holding the server end of ``ws``'s TCP connection."""
     client_port = ws.local_address[1]
@@ -134,7 +140,10 @@ async def test_members_on_both_uvicorn_workers_and_an_edge_share_a_room(
     channels_url = f"ws://127.0.0.1:{server.port}/ws/chat/{room}/"
     origin = Origin(f"http://127.0.0.1:{server.port}")
 
-    # The tutorial's stack is in place: AllowedHostsOriginValidator refuses a foreign origin.
+    # The whole tutorial is served: its room page (Django over uvicorn's HTTP) ...
+    status, body = await asyncio.to_thread(fetch, f"http://127.0.0.1:{server.port}/chat/{room}/")
+    assert status == 200 and b"/ws/chat/" in body
+    # ... and its websocket stack: AllowedHostsOriginValidator refuses a foreign origin.
     with pytest.raises(InvalidStatus) as refused:
         await connect(channels_url, origin=Origin("http://evil.example"), open_timeout=10)
     assert refused.value.response.status_code == 403
