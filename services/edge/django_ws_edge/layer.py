@@ -64,7 +64,7 @@ class EdgeChannelLayer(BrokerMembers):
         self.edge_id = edge_id_for(self.edge_key)
         self.tally = metrics.Tally()
         self.index = GroupIndex()
-        self.local = LocalChannels(self.capacity, self.tally)
+        self.local = self._make_local()
         self.topology = Topology(
             config,
             edge_id=self.edge_id,
@@ -93,6 +93,10 @@ class EdgeChannelLayer(BrokerMembers):
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         # Resume requests someone waits an answer for (a group_add).
         self._answer_waiters: dict[int, asyncio.Future[None]] = {}
+
+    def _make_local(self) -> LocalChannels:
+        """This worker's channels (a layer with other receive queues overrides it)."""
+        return LocalChannels(self.capacity, self.tally)
 
     @property
     def links(self) -> list[BrokerLink]:
@@ -268,7 +272,7 @@ class EdgeChannelLayer(BrokerMembers):
         self.tally.group_sends += 1
         with span("django_ws group_send", SpanKind.PRODUCER, group=group):
             inject_trace(publish.trace)
-            await self.topology.link_for(group).publish(publish)
+            await self._publish(self.topology.link_for(group), publish)
 
     async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
         """Many (group, event) pairs: queued together, they leave in one frame per
@@ -304,11 +308,17 @@ class EdgeChannelLayer(BrokerMembers):
             return
         publish = broker_pb2.Publish(channel=name, event=event, sent_at=time.time())
         inject_trace(publish.trace)
-        await self.topology.link_for_channel(name).publish(publish)
+        await self._publish(self.topology.link_for_channel(name), publish)
 
     async def _control(self, op: str, group: str, channel: str) -> None:
         publish = broker_pb2.Publish(channel=channel, event=codec.encode_control(op, group))
-        await self.topology.link_for_channel(channel).publish(publish)
+        await self._publish(self.topology.link_for_channel(channel), publish)
+
+    async def _publish(self, link: BrokerLink, publish: broker_pb2.Publish) -> None:
+        """Hand a publish to its broker's link, which keeps it until the broker
+        acknowledges it. A layer whose sends return only once the broker has them (the
+        drop-in Channels layer) overrides this."""
+        await link.publish(publish)
 
     async def flush(self) -> None:
         for link in self.links:

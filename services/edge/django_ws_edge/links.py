@@ -164,6 +164,10 @@ class BrokerLink:
         self._seq = 0
         self._retained: deque[tuple[int, broker_pb2.Publish, int]] = deque()
         self._retained_bytes = 0
+        # Highest seq the broker acknowledged, and who waits for an acknowledgement
+        # (seq order): layers whose sends return only once the broker has them.
+        self._acked_through = 0
+        self._ack_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         # Resume requests whose answer a member waits for: sent again after a reconnect.
         self._resumes: dict[int, broker_pb2.Resume] = {}
         self._task: asyncio.Task[None] | None = None
@@ -287,12 +291,53 @@ class BrokerLink:
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
     def _acknowledged(self, acked: int) -> None:
+        self._acked_through = max(self._acked_through, acked)
+        waiters = self._ack_waiters
+        while waiters and waiters[0][0] <= acked:
+            waiter = waiters.popleft()[1]
+            if not waiter.done():
+                waiter.set_result(None)
         retained = self._retained
         if not retained or retained[0][0] > acked:
             return
         while retained and retained[0][0] <= acked:
             self._retained_bytes -= retained.popleft()[2]
         self._changed.set()
+
+    def acknowledged(self, seq: int) -> asyncio.Future[None]:
+        """A future done once the broker has acknowledged the publish numbered ``seq``
+        (what :meth:`publish` gave it): it is applied, and never sent again."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        retained = self._retained
+        if seq <= self._acked_through or not retained or seq < retained[0][0]:
+            future.set_result(None)  # acknowledged, or handed to another broker
+        else:
+            self._ack_waiters.append((seq, future))
+        return future
+
+    def withdraw(self, seq: int) -> bool:
+        """Take back an unacknowledged publish (its sender gave up waiting): it is not
+        sent again. False when it was acknowledged meanwhile."""
+        for entry in self._retained:
+            if entry[0] == seq:
+                self._retained.remove(entry)
+                self._retained_bytes -= entry[2]
+                self._changed.set()
+                return True
+        return False
+
+    def _release_ack_waiters(self, error: BaseException | None) -> None:
+        """Nobody is owed an acknowledgement from this link any more: the publishes
+        went to other brokers (None), or the link closed (``error``)."""
+        while self._ack_waiters:
+            waiter = self._ack_waiters.popleft()[1]
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+                waiter.exception()  # retrieved here: its sender may be gone
 
     def barrier(self) -> asyncio.Future[None]:
         """A future done once the broker has applied everything queued so far.
@@ -335,6 +380,9 @@ class BrokerLink:
                 await self._task
         if self._channel is not None:
             await self._channel.close()
+        self._release_ack_waiters(
+            BrokerUnavailable(f"the link to broker {self.ordinal} closed before it acknowledged")
+        )
         if self._retained:
             metrics.PUBLISH_LOST.inc(len(self._retained))
             logger.warning(
@@ -351,6 +399,7 @@ class BrokerLink:
         publishes = [publish for _seq, publish, _size in self._retained]
         self._retained.clear()
         self._retained_bytes = 0
+        self._release_ack_waiters(None)
         return publishes
 
     async def _run(self) -> None:
