@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import threading
 import types
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,52 @@ SETTING = "CHANNEL_LAYERS[...]['CONFIG'] of django_ws_client.layers.GRPCChannelL
 
 class ChannelFull(channels_exceptions.ChannelFull, exceptions.ChannelFull):
     """A send to a full receive queue: Channels' ``ChannelFull`` and django-ws' both."""
+
+
+class _Forks:
+    """What a fork leaves the child: gRPC cannot be used in a process forked while
+    the parent had gRPC streams open (its threads were inside gRPC), and can once the
+    parent's are closed and collected.
+
+    So before a fork of a process that used the layer, streams all closed: collect them
+    (gRPC's asyncio support then shuts down, and the child starts its own). Streams
+    still open: the child's first call says so instead of hanging.
+    """
+
+    def __init__(self) -> None:
+        self.cores: weakref.WeakSet[ProcessChannelLayer] = weakref.WeakSet()
+        self.used = False
+        self.open_at_fork = False
+        self.parent_pid = 0
+        self.inherited_open_streams_from: int | None = None
+
+    def before(self) -> None:
+        if not self.used:
+            return
+        self.parent_pid = os.getpid()
+        self.open_at_fork = any(not core.closed for core in self.cores)
+        if not self.open_at_fork:
+            gc.collect()
+
+    def in_child(self) -> None:
+        if self.used and self.open_at_fork:
+            self.inherited_open_streams_from = self.parent_pid
+        self.cores = weakref.WeakSet()
+
+    def check_child(self) -> None:
+        parent = self.inherited_open_streams_from
+        if parent is not None:
+            raise RuntimeError(
+                f"this process was forked from process {parent} while GRPCChannelLayer "
+                "streams were open there, and gRPC cannot be used in such a child. Close "
+                "the layer before forking (`await layer.close()`), or use it first after "
+                "the fork (gunicorn --preload is fine while the master does not use it)"
+            )
+
+
+_forks = _Forks()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_forks.before, after_in_child=_forks.in_child)
 
 
 class GRPCChannelLayer(BaseChannelLayer):
@@ -90,6 +138,7 @@ class GRPCChannelLayer(BaseChannelLayer):
     def _core(self) -> ProcessChannelLayer:
         """This process' and this event loop's core, started on first use."""
         loop = asyncio.get_running_loop()
+        _forks.check_child()
         with self._lock:
             if self._pid != os.getpid():
                 # A forked child: the parent's streams and loops are not ours to touch
@@ -105,6 +154,8 @@ class GRPCChannelLayer(BaseChannelLayer):
                     self.config, capacity_of=self.get_capacity, gap_events=self.gap_events
                 )
                 core.start()
+                _forks.used = True
+                _forks.cores.add(core)
                 self._cores[loop] = core
                 _close_with_loop(self, loop)
             return core

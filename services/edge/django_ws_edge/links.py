@@ -367,6 +367,11 @@ class BrokerLink:
 
     def start(self) -> None:
         self.started = True
+        # Opened here rather than in the task, so that a Members call made right after
+        # start (a process's first group_size) waits for the broker instead of failing.
+        self._channel = open_aio_channel(
+            self.address, channel_credentials(self.config), channel_options(self.config)
+        )
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"broker-link-{self.ordinal}"
         )
@@ -403,9 +408,7 @@ class BrokerLink:
         return publishes
 
     async def _run(self) -> None:
-        self._channel = open_aio_channel(
-            self.address, channel_credentials(self.config), channel_options(self.config)
-        )
+        assert self._channel is not None
         stub = broker_pb2_grpc.BrokerStub(self._channel)
         failures = 0
         while not self._closing:

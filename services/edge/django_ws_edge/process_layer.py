@@ -195,6 +195,7 @@ class ProcessChannelLayer(EdgeChannelLayer):
         self._capacity_of = capacity_of or (lambda _name: config.capacity)
         self._gap_events = gap_events
         self._flusher: asyncio.Task[None] | None = None
+        self.closed = False
         super().__init__(config)
 
     def start(self) -> None:
@@ -202,6 +203,7 @@ class ProcessChannelLayer(EdgeChannelLayer):
         self._flusher = asyncio.get_running_loop().create_task(self._flush_tally())
 
     async def close(self) -> None:
+        self.closed = True
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
