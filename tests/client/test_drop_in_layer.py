@@ -529,17 +529,6 @@ def test_fork_gets_a_fresh_core(broker: Broker) -> None:
     )
 
 
-def test_fork_with_streams_open_is_refused_by_name(broker: Broker) -> None:
-    """gRPC cannot be used in a child forked while the parent's streams are open (its
-    threads are inside gRPC): the child's first call says so at once instead of hanging,
-    and the parent's stream carries on."""
-    seen = run_fork_scenario("open", broker.listen)
-    message = seen["child_error"]
-    assert "forked from process" in message and "layer.close()" in message, message
-    assert seen["parent_after"]["type"] == "after.fork"
-    print(f"\nfork with streams open: the child was told in {seen['ms']:.1f} ms")
-
-
 # Broker restarts -------------------------------------------------------------------
 
 

@@ -1,10 +1,10 @@
 """Forks of a process that used ``GRPCChannelLayer``, run in a fresh interpreter so
 that nothing else of the test run (other tests' gRPC channels) is in the parent.
 
-``python layer_fork.py SCENARIO ADDRESS`` prints one JSON line with what it saw:
-
-- ``closed``: the parent used the layer in a loop that ended, forks, and both go on;
-- ``open``: the parent forks while its stream is open.
+``python layer_fork.py closed ADDRESS`` prints one JSON line with what it saw: the
+parent used the layer in a loop that ended, forks, and both go on. (A fork while the
+parent's streams are open is not tested: the child may hang inside gRPC's own fork
+handling before any Python runs; see docs/drop-in-layer.md.)
 """
 
 from __future__ import annotations
@@ -90,51 +90,11 @@ def closed(address: str) -> dict[str, Any]:
             child.join(5)
 
 
-def _child_of_open_streams(layer: GRPCChannelLayer, results: Any) -> None:
-    async def main() -> None:
-        await layer.new_channel()
-
-    started = time.perf_counter()
-    try:
-        asyncio.run(main())
-        results.put(("used", 0.0))
-    except RuntimeError as exc:
-        results.put((str(exc), time.perf_counter() - started))
-
-
-def open_streams(address: str) -> dict[str, Any]:
-    layer = GRPCChannelLayer(address=address)
-    loop = asyncio.new_event_loop()
-    try:
-
-        async def open_stream() -> str:
-            channel = await layer.new_channel()
-            await layer.group_add("fork-open", channel)
-            return channel
-
-        channel = loop.run_until_complete(open_stream())
-        context = multiprocessing.get_context("fork")
-        results = context.Queue()
-        child = context.Process(target=_child_of_open_streams, args=(layer, results))
-        child.start()
-        message, took = results.get(timeout=20)
-        child.join(10)
-
-        async def parent_still_works() -> dict[str, Any]:
-            await layer.group_send("fork-open", {"type": "after.fork"})
-            return await asyncio.wait_for(layer.receive(channel), 5)
-
-        after = loop.run_until_complete(parent_still_works())
-        loop.run_until_complete(layer.close())
-        return {"child_error": message, "ms": took * 1000, "parent_after": after}
-    finally:
-        loop.close()
-
-
 if __name__ == "__main__":
     import django
 
     django.setup()  # a Channels project's settings (the test project's, from the test)
     scenario, address = sys.argv[1], sys.argv[2]
-    outcome = closed(address) if scenario == "closed" else open_streams(address)
+    assert scenario == "closed", scenario
+    outcome = closed(address)
     print(json.dumps(outcome), flush=True)
