@@ -434,6 +434,31 @@ async def test_two_processes_exchange_group_messages(broker: Broker) -> None:
         await second.flush()
 
 
+async def test_presence_across_processes(broker: Broker) -> None:
+    """django-ws' presence extension through the drop-in layer: groups that opted in
+    (CONFIG ``presence_groups``) list who is present in every process, with the info
+    dicts the channels joined with."""
+    config = {"address": broker.listen, "presence_groups": ["pres-*"]}
+    first, second = GRPCChannelLayer(**config), GRPCChannelLayer(**config)
+    try:
+        alice = await first.new_channel()
+        bob = await second.new_channel()
+        await first.group_add("pres-room", alice, info={"id": "1", "name": "alice"})
+        await second.group_add("pres-room", bob, info={"id": "2", "name": "bob"})
+        present = None
+        for _ in range(100):  # presence is reported as members join, asynchronously
+            present = {p.user: p.info["name"] for p in await first.group_presence("pres-room")}
+            if len(present) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert present == {"1": "alice", "2": "bob"}
+        assert sorted(await second.group_channels("pres-room")) == sorted([alice, bob])
+        print(f"\npresence across two processes: {present}")
+    finally:
+        await first.flush()
+        await second.flush()
+
+
 def test_event_loops_in_sequence_and_async_to_sync(broker: Broker) -> None:
     """Mirrors channels_redis' ``test_double_receive`` in spirit: one layer used from
     several event loops one after another (as test frameworks and ``async_to_sync`` in
