@@ -22,10 +22,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.loadgen import ConnSpec
+from django_ws_edge.runtime import FILE_DESCRIPTORS_RESERVED
+from django_ws_edge.runtime import raise_open_file_limit as raise_soft_limit
 
-RESERVED_DESCRIPTORS = 200
+RESERVED_DESCRIPTORS = FILE_DESCRIPTORS_RESERVED
 """Descriptors a server process keeps for other things (listening socket, broker links,
-pipes, logs): the same margin django-ws' workers keep (``django_ws_edge.runtime``)."""
+pipes, logs): the margin django-ws' workers keep."""
 
 SHARED_ACCEPT_FILL = 0.9
 """Server processes sharing one listening socket do not fill evenly (whichever accepts
@@ -37,15 +39,10 @@ whatever else on the machine connects to the same address)."""
 
 
 def raise_open_file_limit() -> tuple[int, int, int]:
-    """Raise this process's soft ``RLIMIT_NOFILE`` to the hard limit (children inherit
-    it). Returns (soft before, soft now, hard)."""
-    import resource
-
-    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    soft = before
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
+    """Raise this process's soft ``RLIMIT_NOFILE`` to the hard limit, as django-ws'
+    workers do (children inherit it). Returns (soft before, soft now, hard)."""
+    before = open_file_limit()
+    soft, hard = raise_soft_limit()
     return before, soft, hard
 
 
