@@ -407,12 +407,14 @@ class ShardState:
         # One Delivery is shared by every subscriber's queue (each counts its size) and
         # by the group's history, which numbers it.
         delivery = broker_pb2.Delivery(
-            group=publish.group,
-            event=publish.event,
-            trace=publish.trace,
-            sent_at=publish.sent_at,
-            exclude=publish.exclude,
+            group=publish.group, event=publish.event, sent_at=publish.sent_at
         )
+        # Copied only when present: passing an empty map or list to the constructor
+        # costs more than the rest of it (about 1.5 us of 2.5 per publish).
+        if publish.trace:
+            delivery.trace.update(publish.trace)
+        if publish.exclude:
+            delivery.exclude.extend(publish.exclude)
         self.history.append(publish.group, delivery, size)
         subscribers = self.groups.get(publish.group)
         if not subscribers:

@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from django_ws_client.exceptions import BrokerUnavailable, ChannelFull, GroupRefused
-from django_ws_client.tracing import inject_trace, span
+from django_ws_client.tracing import inject_trace, span, tracing_enabled
 from django_ws_client.transport.base import (
     channel_of,
     event_from_wire,
@@ -264,15 +264,20 @@ class EdgeChannelLayer(BrokerMembers):
     async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
         require_group_name(group)
         publish = broker_pb2.Publish(
-            group=group,
-            event=self.encode_event(message),
-            sent_at=time.time(),
-            exclude=exclude_list(exclude),
+            group=group, event=self.encode_event(message), sent_at=time.time()
         )
+        if exclude is not None:
+            publish.exclude.extend(exclude_list(exclude))
         self.tally.group_sends += 1
+        link = self.topology.link_for(group)
+        if not tracing_enabled():
+            # Every chat message comes through here: without tracing, no span to open
+            # and no trace map to touch.
+            await self._publish(link, publish)
+            return
         with span("django_ws group_send", SpanKind.PRODUCER, group=group):
             inject_trace(publish.trace)
-            await self._publish(self.topology.link_for(group), publish)
+            await self._publish(link, publish)
 
     async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
         """Many (group, event) pairs: queued together, they leave in one frame per
