@@ -10,6 +10,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -299,8 +300,7 @@ def _layer_rows(scenarios: dict[str, Any], row: Any) -> None:
                 f">= {TARGETS['layer_vs_redis']:.0f}x",
                 round(ratio, 2),
                 ratio >= TARGETS["layer_vs_redis"],
-                f"{mine} vs {layer} "
-                f"{_fmt_rate(theirs, results[layer].get('at_least', False))}",
+                f"{mine} vs {layer} {_fmt_rate(theirs, results[layer].get('at_least', False))}",
             )
         nats = results.get("channels-nats", {})
         if nats.get("max_deliveries_per_s"):
@@ -322,9 +322,84 @@ def _layer_rows(scenarios: dict[str, Any], row: Any) -> None:
             f"> {layer}'s highest passing rate",
             round(rate),
             rate > (theirs or 0.0),
-            f"{_fmt_rate(rate, ours.get('at_least', False))}/s vs {layer} "
-            f"{_fmt_rate(theirs)}/s",
+            f"{_fmt_rate(rate, ours.get('at_least', False))}/s vs {layer} {_fmt_rate(theirs)}/s",
         )
+
+
+def _echo_row(result: dict[str, Any]) -> str:
+    latency = result["latency"]
+    return (
+        f"{result['round_trips_per_s']:,.0f} "
+        f"| {_fmt_ms(latency['p50_ms'])} | {_fmt_ms(latency['p99_ms'])} "
+        f"| {result['server_cpu_cores']:.2f} cores | {'yes' if result['valid'] else 'no'}"
+    )
+
+
+def _idle_row(result: dict[str, Any]) -> str:
+    reopened = result.get("rss_per_connection_reopened_bytes")
+    return (
+        f"{result['rss_before_bytes'] / 2**20:.1f} "
+        f"| {result['rss_after_bytes'] / 2**20:.1f} "
+        f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
+        f"| {'-' if reopened is None else f'{reopened / 1024:.1f}'}"
+    )
+
+
+def _many_idle_row(result: dict[str, Any]) -> str:
+    opened = result["open"]
+    return (
+        f"{opened['ok']:,} ({result['limits']['open_file_limit']:,}) "
+        f"| {opened['seconds']:.1f} s "
+        f"| {result['rss_after_bytes'] / 2**20:.1f} "
+        f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
+        f"| {result['server_cpu_cores']:.3f} "
+        f"({result.get('server_idle_cores_without_connections', 0.0):.3f}) cores "
+        f"| {result['server_cpu_us_per_connection_second']:.2f} "
+        f"({result.get('server_cpu_us_per_connection_second_above_idle', 0.0):.2f}) "
+        f"| {'yes' if result['valid'] else 'no'}"
+    )
+
+
+def _storm_row(result: dict[str, Any]) -> str:
+    latency = result["connect_latency"]
+    return (
+        f"{result['accepted']:,} | {result['refused_503']:,} "
+        f"| {result['failed_otherwise']:,} | {result['handshakes_per_s']:,.0f} "
+        f"| {result['server_cpu_cores']:.2f} cores "
+        f"| {result['handshakes_per_server_core_second']:,.0f} "
+        f"| {_fmt_ms(latency['p50_ms'])} / {_fmt_ms(latency['p95_ms'])} / "
+        f"{_fmt_ms(latency['p99_ms'])}"
+    )
+
+
+_SYSTEM_TABLES: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
+    "echo": (
+        "| system | round trips/s | p50 ms | p99 ms | server CPU | valid |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+        _echo_row,
+    ),
+    "idle": (
+        "| system | RSS before MiB | RSS after MiB | KiB per connection "
+        "| KiB per connection, reopened |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        _idle_row,
+    ),
+    "many_idle": (
+        "| system | connections (file limit per process) | opened in | RSS after MiB "
+        "| KiB per connection | idle server CPU (with no connection) "
+        "| us per connection-second (above no connection) | valid |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        _many_idle_row,
+    ),
+    "storm": (
+        "| system | accepted | refused (503) | failed otherwise | handshakes/s "
+        "| server CPU | handshakes per server core-second | connect p50 / p95 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        _storm_row,
+    ),
+}
+"""Scenario kind -> its table's header, alignment row and the cells after a system's
+label: every kind but fan-out has one table of systems, framed the same way."""
 
 
 def table_lines(data: dict[str, Any]) -> list[str]:
@@ -378,97 +453,19 @@ def table_lines(data: dict[str, Any]) -> list[str]:
         lines.append("")
     for key, scenario in scenarios.items():
         spec = scenario["scenario"]
-        if spec["kind"] == "echo":
-            lines += [
-                f"{key} {spec['title']}:",
-                "",
-                "| system | round trips/s | p50 ms | p99 ms | server CPU | valid |",
-                "| --- | ---: | ---: | ---: | ---: | --- |",
-            ]
-            for system, result in scenario["results"].items():
-                label = systems.get(system, {}).get("label", system)
-                if "error" in result:
-                    lines.append(f"| {label} | error: {result['error']} | | | | |")
-                    continue
-                latency = result["latency"]
-                valid = "yes" if result["valid"] else "no"
-                lines.append(
-                    f"| {label} | {result['round_trips_per_s']:,.0f} "
-                    f"| {_fmt_ms(latency['p50_ms'])} | {_fmt_ms(latency['p99_ms'])} "
-                    f"| {result['server_cpu_cores']:.2f} cores | {valid} |"
-                )
-            lines.append("")
-        elif spec["kind"] == "idle":
-            lines += [
-                f"{key} {spec['title']}:",
-                "",
-                "| system | RSS before MiB | RSS after MiB | KiB per connection "
-                "| KiB per connection, reopened |",
-                "| --- | ---: | ---: | ---: | ---: |",
-            ]
-            for system, result in scenario["results"].items():
-                label = systems.get(system, {}).get("label", system)
-                if "error" in result:
-                    lines.append(f"| {label} | error: {result['error']} | | | |")
-                    continue
-                reopened = result.get("rss_per_connection_reopened_bytes")
-                lines.append(
-                    f"| {label} | {result['rss_before_bytes'] / 2**20:.1f} "
-                    f"| {result['rss_after_bytes'] / 2**20:.1f} "
-                    f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
-                    f"| {'-' if reopened is None else f'{reopened / 1024:.1f}'} |"
-                )
-            lines.append("")
-        elif spec["kind"] == "many_idle":
-            lines += [
-                f"{key} {spec['title']}:",
-                "",
-                "| system | connections (file limit per process) | opened in | RSS after MiB "
-                "| KiB per connection | idle server CPU (with no connection) "
-                "| us per connection-second (above no connection) | valid |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-            ]
-            for system, result in scenario["results"].items():
-                label = systems.get(system, {}).get("label", system)
-                if "error" in result:
-                    lines.append(f"| {label} | error: {result['error']} | | | | | | |")
-                    continue
-                opened = result["open"]
-                lines.append(
-                    f"| {label} | {opened['ok']:,} ({result['limits']['open_file_limit']:,}) "
-                    f"| {opened['seconds']:.1f} s "
-                    f"| {result['rss_after_bytes'] / 2**20:.1f} "
-                    f"| {result['rss_per_connection_bytes'] / 1024:.1f} "
-                    f"| {result['server_cpu_cores']:.3f} "
-                    f"({result.get('server_idle_cores_without_connections', 0.0):.3f}) cores "
-                    f"| {result['server_cpu_us_per_connection_second']:.2f} "
-                    f"({result.get('server_cpu_us_per_connection_second_above_idle', 0.0):.2f}) "
-                    f"| {'yes' if result['valid'] else 'no'} |"
-                )
-            lines.append("")
-        elif spec["kind"] == "storm":
-            lines += [
-                f"{key} {spec['title']}:",
-                "",
-                "| system | accepted | refused (503) | failed otherwise | handshakes/s "
-                "| server CPU | handshakes per server core-second | connect p50 / p95 / p99 ms |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            ]
-            for system, result in scenario["results"].items():
-                label = systems.get(system, {}).get("label", system)
-                if "error" in result:
-                    lines.append(f"| {label} | error: {result['error']} | | | | | | |")
-                    continue
-                latency = result["connect_latency"]
-                lines.append(
-                    f"| {label} | {result['accepted']:,} | {result['refused_503']:,} "
-                    f"| {result['failed_otherwise']:,} | {result['handshakes_per_s']:,.0f} "
-                    f"| {result['server_cpu_cores']:.2f} cores "
-                    f"| {result['handshakes_per_server_core_second']:,.0f} "
-                    f"| {_fmt_ms(latency['p50_ms'])} / {_fmt_ms(latency['p95_ms'])} / "
-                    f"{_fmt_ms(latency['p99_ms'])} |"
-                )
-            lines.append("")
+        table = _SYSTEM_TABLES.get(spec["kind"])
+        if table is None:
+            continue
+        header, alignment, row = table
+        lines += [f"{key} {spec['title']}:", "", header, alignment]
+        empty_cells = " |" * (alignment.count("|") - 3)
+        for system, result in scenario["results"].items():
+            label = systems.get(system, {}).get("label", system)
+            if "error" in result:
+                lines.append(f"| {label} | error: {result['error']} |{empty_cells}")
+            else:
+                lines.append(f"| {label} | {row(result)} |")
+        lines.append("")
     broker = data.get("broker")
     if broker and "ratio" in broker:
         lines += [
