@@ -218,11 +218,16 @@ def ensure_redis_server(say: Callable[[str], None]) -> str:
             subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL)
         how = "installed"
     path = redis_server_path()  # raises with the install command when there is none
+    _say_version(say, "redis-server", how, path)
+    return path
+
+
+def _say_version(say: Callable[[str], None], name: str, how: str, path: str) -> None:
+    """Say which server binary a run uses and its version (its ``--version`` line)."""
     version = subprocess.run(
         [path, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    say(f"redis-server: {how} {path} ({version or 'version unknown'})")
-    return path
+    say(f"{name}: {how} {path} ({version or 'version unknown'})")
 
 
 def start_redis(registry: ProcessRegistry, workdir: Path) -> tuple[ManagedProcess, str]:
@@ -295,10 +300,7 @@ def ensure_nats_server(say: Callable[[str], None]) -> str:
     """Find ``nats-server`` and say which one and which version: as for Redis, a reader
     of the figures should know what channels-nats ran on."""
     path = nats_server_path()
-    version = subprocess.run(
-        [path, "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    say(f"nats-server: found {path} ({version or 'version unknown'})")
+    _say_version(say, "nats-server", "found", path)
     return path
 
 
