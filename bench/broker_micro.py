@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.processes import ManagedProcess, ProcessRegistry
-from bench.systems import python_env
+from bench.systems import broker_command, python_env
 from django_ws_proto.credentials import EDGE_KEY, edge_id_for, new_edge_key
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
@@ -188,15 +187,7 @@ async def run_broker_micro(
     process = registry.start(
         ManagedProcess(
             name="broker (micro-benchmark)",
-            args=[
-                sys.executable,
-                "-m",
-                "django_ws_broker",
-                "--listen",
-                address,
-                "--log-level",
-                "WARNING",
-            ],
+            args=broker_command(address),
             log_path=workdir / "micro-broker.log",
             cwd=workdir,
             env=python_env(),

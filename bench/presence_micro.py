@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.broker_micro import EdgeStream, _event, _members_per_edge, _publish_run
 from bench.processes import ManagedProcess, ProcessRegistry
-from bench.systems import python_env
+from bench.systems import broker_command, python_env
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 PRESENCE = "bench_presence"
@@ -94,19 +93,13 @@ async def run_presence_micro(
     process = registry.start(
         ManagedProcess(
             name="broker (presence micro-benchmark)",
-            args=[
-                sys.executable,
-                "-m",
-                "django_ws_broker",
-                "--listen",
+            args=broker_command(
                 address,
-                "--log-level",
-                "WARNING",
                 "--presence-grace-seconds",
                 "0",
                 "--max-group-members",
                 str(max(members, churn) + 1),
-            ],
+            ),
             log_path=workdir / "presence-broker.log",
             cwd=workdir,
             env=python_env(),

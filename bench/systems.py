@@ -160,6 +160,21 @@ def snapshot_baseline(workdir: Path, ref: str) -> str:
     return commit
 
 
+def broker_command(address: str, *flags: str) -> list[str]:
+    """The command of a benchmark's own broker process on ``address`` (warnings only in
+    its log), with ``flags`` added."""
+    return [
+        sys.executable,
+        "-m",
+        "django_ws_broker",
+        "--listen",
+        address,
+        "--log-level",
+        "WARNING",
+        *flags,
+    ]
+
+
 def python_env(code: str = "", **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -348,15 +363,7 @@ def start_layer_broker(
     process = registry.start(
         ManagedProcess(
             name="django-ws broker (Channels layer)",
-            args=[
-                sys.executable,
-                "-m",
-                "django_ws_broker",
-                "--listen",
-                address,
-                "--log-level",
-                "WARNING",
-            ],
+            args=broker_command(address),
             log_path=workdir / f"{tag}-broker.log",
             cwd=workdir,
             env=python_env(),
