@@ -65,6 +65,22 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def grpc_serving(address: str) -> bool:
+    """Whether the django-ws broker at ``address`` (insecure: the benchmark's and the
+    tests' own) answers its gRPC health check with SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=0.5
+            )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     return [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]

@@ -34,6 +34,7 @@ from bench.processes import (
     ManagedProcess,
     ProcessRegistry,
     free_port,
+    grpc_serving,
     http_status,
     port_open,
     wait_until,
@@ -337,21 +338,6 @@ def start_nats(registry: ProcessRegistry, workdir: Path) -> tuple[ManagedProcess
 
     wait_until(ready, 15, f"nats-server on port {port}")
     return process, f"nats://127.0.0.1:{port}"
-
-
-def grpc_serving(address: str) -> bool:
-    """Whether the broker at ``address`` answers its gRPC health check with SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=0.5
-            )
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def start_layer_broker(

@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.processes import ManagedProcess, free_port, none_running, process_tree, wait_until
+from bench.processes import (
+    ManagedProcess,
+    free_port,
+    grpc_serving,
+    none_running,
+    process_tree,
+    wait_until,
+)
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 __all__ = ["free_port", "none_running", "process_tree", "wait_until"]
@@ -55,14 +61,7 @@ class Broker(Process):
     admin_secret: str | None = None  # sent with Stats when the broker checks roles
 
     def ready(self) -> bool:
-        with grpc.insecure_channel(self.listen) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=0.5
-                )
-            except grpc.RpcError:
-                return False
-            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        return grpc_serving(self.listen)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def check() -> bool:
