@@ -53,6 +53,23 @@ CHANNELS_NATS = (
 )
 
 
+def run_bench(
+    args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bench run ARGS`` from the checkout; fails the test with the end of its
+    output when it does not exit 0."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
 @pytest.mark.skipif(NO_NODE, reason="the load generator needs node and npm")
 @pytest.mark.skipif(bool(MISSING), reason=f"the bench extra is not installed: {MISSING}")
 def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
@@ -66,12 +83,8 @@ def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    completed = subprocess.run(
+    completed = run_bench(
         [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
             "--connections",
             "20",
             "--rooms",
@@ -91,13 +104,9 @@ def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
             "--output",
             str(output),
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+        env,
         timeout=220,
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     if CHANNELS:
         # The harness says which Redis the Channels side runs on.
         assert "redis-server: found " in completed.stdout, completed.stdout[:2000]
@@ -149,12 +158,8 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    completed = subprocess.run(
+    completed = run_bench(
         [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
             "--quick",
             "--scenarios",
             "S6,S7",
@@ -182,13 +187,9 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
             "--output",
             str(output),
         ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+        env,
         timeout=100,
     )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     print(completed.stdout[-2500:])
     assert "open file limit: " in completed.stdout
     data = json.loads(output.read_text())
