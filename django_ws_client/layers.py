@@ -138,13 +138,6 @@ class GRPCChannelLayer(BaseChannelLayer):
     def _core(self) -> ProcessChannelLayer:
         """This process' and this event loop's core, started on first use."""
         loop = asyncio.get_running_loop()
-        if self._pid == os.getpid():
-            # Every send and receive comes here: a core already made for this loop is
-            # taken without the lock (a dict read is atomic). A forked child, whose pid
-            # differs, always goes the checked way below.
-            core = self._cores.get(loop)
-            if core is not None:
-                return core
         _forks.check_child()
         with self._lock:
             if self._pid != os.getpid():
