@@ -514,20 +514,20 @@ class BrokerLink:
         self.handlers.on_state(self.ordinal, True)
         self.handlers.on_frame(self.ordinal, first)
         reader = asyncio.get_running_loop().create_task(self._read(call))
+        # The reader's end wakes the writer too: one event to wait on, where waiting on
+        # both would cost a task and a wait set for every frame written.
+        reader.add_done_callback(lambda _reader: self._wake.set())
         try:
             loop = asyncio.get_running_loop()
             last_write = 0.0
             while True:
                 if not self._builder.frames and self._pending_barrier is None:
                     self._wake.clear()
-                    waiter = asyncio.ensure_future(self._wake.wait())
-                    done, _ = await asyncio.wait(
-                        {waiter, reader}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if reader in done:
-                        waiter.cancel()
-                        reader.result()
-                        return
+                    if not reader.done():  # else its wake-up was just cleared
+                        await self._wake.wait()
+                if reader.done():
+                    reader.result()  # the stream's error, if it ended with one
+                    return
                 if loop.time() - last_write < BUSY_WINDOW_SECONDS:
                     await asyncio.sleep(LINGER_SECONDS)
                 frames = self._builder.take()
