@@ -229,8 +229,7 @@ class ProcessChannelLayer(EdgeChannelLayer):
 
     async def _publish(self, link: BrokerLink, publish: broker_pb2.Publish) -> None:
         """Return once the broker has the publish, within ``publish_timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.publish_timeout
+        deadline = asyncio.get_running_loop().time() + self.config.publish_timeout
         await link.publish(publish)
         acknowledged = link.acknowledged(publish.seq)
         if acknowledged.done():
@@ -245,11 +244,7 @@ class ProcessChannelLayer(EdgeChannelLayer):
         except TimeoutError:
             if not link.withdraw(publish.seq):
                 return  # acknowledged just as the deadline passed
-        raise BrokerUnavailable(
-            f"the broker did not acknowledge 1 message(s) (to "
-            f"{publish.group or publish.channel!r}) within {self.config.publish_timeout:g}s "
-            "(publish_timeout); they were withdrawn and are not sent again"
-        )
+        raise self._not_acknowledged(1, publish.group or publish.channel)
 
     async def group_send_many(self, messages: Iterable[tuple[str, Any]]) -> None:
         """Many (group, event) pairs: queued together (one frame per broker), then one
@@ -292,8 +287,12 @@ class ProcessChannelLayer(EdgeChannelLayer):
         if withdrawn or failed:
             first = withdrawn[0] if withdrawn else None
             target = (first.group or first.channel) if first is not None else "a group"
-            raise BrokerUnavailable(
-                f"the broker did not acknowledge {len(withdrawn) + len(failed)} message(s) "
-                f"(to {target!r}) within {self.config.publish_timeout:g}s (publish_timeout); "
-                "they were withdrawn and are not sent again"
-            )
+            raise self._not_acknowledged(len(withdrawn) + len(failed), target)
+
+    def _not_acknowledged(self, count: int, target: str) -> BrokerUnavailable:
+        """The error of sends whose acknowledgement did not come within the timeout."""
+        return BrokerUnavailable(
+            f"the broker did not acknowledge {count} message(s) (to {target!r}) within "
+            f"{self.config.publish_timeout:g}s (publish_timeout); they were withdrawn and "
+            "are not sent again"
+        )
