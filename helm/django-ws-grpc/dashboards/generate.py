@@ -72,12 +72,15 @@ EDGE_ROWS: dict[str, list[Graph]] = {
         Graph("Handshakes rejected", "Handshakes answered with an HTTP error, by status.",
               "ops", (rate("django_ws_edge_handshakes_rejected_total", "status", "{{status}}"),)),
         Graph("Slow clients and errors",
-              "Connections closed because their client did not keep up (1013) and consumer "
-              "handlers that raised (1011).", "ops",
+              "Connections closed because their client did not keep up (1013), consumer "
+              "handlers that raised (1011), and clients that left a keepalive ping "
+              "unanswered for PING_TIMEOUT (1011).", "ops",
               (Query(f"sum(rate(django_ws_edge_slow_consumers_closed_total{{{NS}}}[{RATE}]))",
                      "slow consumer closed"),
                Query(f"sum(rate(django_ws_edge_consumer_errors_total{{{NS}}}[{RATE}]))",
-                     "consumer error"))),
+                     "consumer error"),
+               Query(f"sum(rate(django_ws_edge_keepalive_timeouts_total{{{NS}}}[{RATE}]))",
+                     "keepalive timeout"))),
     ],
     "Messages": [
         Graph("Websocket messages", "Messages received from and sent to clients.", "ops",

@@ -74,6 +74,10 @@ CONSUMER_ERRORS = Counter(
     "Consumer handlers that raised: the connection closed 1011 (or answered 500 when the "
     "handshake was still open; a raising disconnect() is counted too).",
 )
+KEEPALIVE_TIMEOUTS = Counter(
+    "django_ws_edge_keepalive_timeouts",
+    "Connections closed (1011) because a keepalive ping went unanswered for PING_TIMEOUT.",
+)
 SLOW_CONSUMERS_CLOSED = Counter(
     "django_ws_edge_slow_consumers_closed",
     "Connections closed because their client did not keep up (1013): too many unsent "

@@ -38,6 +38,7 @@ from django_ws_client.transport import layer_config, serve_aliases
 from django_ws_edge import metrics
 from django_ws_edge.connection import EdgeConnection
 from django_ws_edge.guards import SourceLogLimiter, TokenBucket, invalid_handshake
+from django_ws_edge.keepalive import KeepaliveSchedule, run_keepalive
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.lifeline import set_parent_death_signal, watch_lifeline
 from django_ws_edge.metrics_store import degraded_values
@@ -295,6 +296,12 @@ class Worker:
             watch_lifeline(options.lifeline_fd, lambda: self._supervisor_gone(loop, stop))
         self.layer.start()
         sock = self._listening_socket()
+        # One ping schedule for the worker's connections, not a task for each.
+        keepalive = (
+            None
+            if options.ping_interval is None
+            else KeepaliveSchedule(options.ping_interval, options.ping_timeout)
+        )
         self.server = await serve(
             self.handler,
             sock=sock,
@@ -309,8 +316,9 @@ class Worker:
             max_size=options.max_message_bytes,
             write_limit=options.write_limit,
             server_header="django-ws",
-            create_connection=edge_connection_class(options.max_write_buffer),
+            create_connection=edge_connection_class(options.max_write_buffer, keepalive),
         )
+        pinger = None if keepalive is None else loop.create_task(run_keepalive(keepalive))
         # Django, the app and every module are loaded: move what exists now out of the
         # collector's reach. Full collections then walk only what connections create,
         # not the hundreds of thousands of start-up objects that never become garbage.
@@ -332,6 +340,8 @@ class Worker:
                 "connections still open after %.0fs; exiting anyway", options.grace_seconds
             )
         watcher.cancel()
+        if pinger is not None:
+            pinger.cancel()
         watchdog.stop()
         self.layer.tally.flush()
         await self.layer.close()

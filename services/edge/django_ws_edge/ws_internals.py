@@ -2,10 +2,12 @@
 
 The edge's connection class (:mod:`django_ws_edge.server_connection`) and its fast send
 path (:func:`django_ws_edge.connection.write_now`) reach past websockets' public API:
-they replace the per-connection message queue, override protocol callbacks and write
-frames directly. Those names are not promised across releases, so they are listed here
-and :func:`incompatibilities` checks them; the worker refuses to start on a websockets
-release that lacks any, naming what is missing, instead of failing on a live connection.
+they replace the per-connection message queue, override protocol callbacks, write
+frames directly, and ping on a worker-wide schedule instead of the keepalive task
+(recording each ping in ``pending_pings`` as ``ping()`` does). Those names are not
+promised across releases, so they are listed here and :func:`incompatibilities` checks
+them; the worker refuses to start on a websockets release that lacks any, naming what is
+missing, instead of failing on a live connection.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ _CONNECTION_METHODS = (
     "acknowledge_pings",
     "send_context",
     "send_data",
+    "start_keepalive",
 )
 # Instance attributes set in Connection.__init__ that the edge reads or replaces.
-_CONNECTION_ATTRIBUTES = ("recv_messages", "drain_waiters", "send_in_progress", "paused")
+_CONNECTION_ATTRIBUTES = (
+    "recv_messages",
+    "drain_waiters",
+    "send_in_progress",
+    "paused",
+    "pending_pings",
+)
 _ASSEMBLER_METHODS = ("close", "get", "get_iter")
-_PROTOCOL_METHODS = ("send_text", "send_binary")
+_PROTOCOL_METHODS = ("send_text", "send_binary", "send_ping")
 
 
 def incompatibilities() -> list[str]:

@@ -97,6 +97,8 @@ for _key in (
     "WORKER_BUFFER_BYTES",
     "HEARTBEAT_TIMEOUT",
     "WEDGED_TIMEOUT",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
