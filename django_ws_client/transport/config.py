@@ -55,6 +55,9 @@ CONFIG_KEYS = frozenset(
         "presence_info_bytes",
         "presence_grace_seconds",
         "max_group_members",
+        "history_size",
+        "history_seconds",
+        "history_bytes",
     }
 )
 """The keys CONFIG understands; others are kept in ``TransportConfig.extra``."""
@@ -120,6 +123,13 @@ class TransportConfig:
     """For the embedded broker: its ``--presence-grace-seconds`` (None: its default)."""
     max_group_members: int | None = None
     """For the embedded broker: its ``--max-group-members`` (None: its default)."""
+    history_size: int | None = None
+    """For the embedded broker: its ``--history-size``, messages kept per group for
+    recovery (None: its default, 1,000; 0: none)."""
+    history_seconds: float | None = None
+    """For the embedded broker: its ``--history-seconds`` (None: its default, 300)."""
+    history_bytes: int | None = None
+    """For the embedded broker: its ``--history-bytes`` in all (None: its default, 64 MiB)."""
     embedded: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -375,6 +385,7 @@ def parse_config(
         raise InvalidChannelLayerError(
             f"{setting}['max_group_members'] must be an int >= 1, got {max_members!r}"
         )
+    history = _embedded_history(config, setting)
     return TransportConfig(
         brokers=brokers,
         shards=shards,
@@ -394,6 +405,30 @@ def parse_config(
         presence_info_bytes=info_bytes,
         presence_grace_seconds=None if grace is None else float(grace),
         max_group_members=max_members,
+        history_size=history["history_size"],
+        history_seconds=history["history_seconds"],
+        history_bytes=history["history_bytes"],
         embedded=embedded,
         extra={k: v for k, v in config.items() if k not in CONFIG_KEYS},
     )
+
+
+def _embedded_history(config: Mapping[str, Any], setting: str) -> dict[str, Any]:
+    """The embedded broker's history bounds: each None (the broker's default) or a
+    number the broker's flag accepts. A separate broker takes its own flags instead."""
+    history: dict[str, Any] = {}
+    for key, kind, least in (
+        ("history_size", int, 0),
+        ("history_seconds", float, 0),
+        ("history_bytes", int, 0),
+    ):
+        value = config.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float) if kind is float else int)
+            or value < least
+        ):
+            what = "a number of seconds" if kind is float else "an int"
+            raise InvalidChannelLayerError(f"{setting}[{key!r}] must be {what} >= 0, got {value!r}")
+        history[key] = None if value is None else kind(value)
+    return history

@@ -91,6 +91,26 @@ async def test_a_client_cut_off_gets_exactly_what_it_missed_then_live_ones(stack
     restarted.stop()
 
 
+async def test_the_embedded_broker_keeps_the_history_its_config_asks_for(stack: Stack) -> None:
+    # No separate broker: CONFIG["history_size"] reaches the embedded one as its flag.
+    server = stack.edge(workers=1, env={"TEST_HISTORY_SIZE": "3"})
+    url = f"{server.ws_url}/ws/room/short/"
+    sender, _ = await join(url)
+    positions = []
+    for seq in range(6):
+        await sender.send(f"m {seq}")
+        positions.append((await next_json(sender))["position"])
+    within, _ = await join(f"{url}?since={positions[2]}")
+    caught_up = [(await next_json(within))["text"] for _ in range(3)]
+    beyond, _ = await join(f"{url}?since={positions[1]}")
+    gap = await next_json(beyond)
+    print(f"\n3 kept of 6: from m 2 got {caught_up}; from m 1: {gap}")
+    assert caught_up == ["m 3", "m 4", "m 5"]
+    assert gap["gap"] == "too_old"
+    for ws in (sender, within, beyond):
+        await ws.close()
+
+
 async def test_a_garbage_position_from_a_client_gives_the_gap_event(stack: Stack) -> None:
     server = stack.edge(workers=1)
     ws, _ = await join(f"{server.ws_url}/ws/room/garbage/?since=not-a-position")

@@ -56,6 +56,19 @@ async def broker_serving(address: str, config: TransportConfig, timeout: float =
         await channel.close()
 
 
+def embedded_history_flags(config: TransportConfig) -> list[str]:
+    """The history bounds CONFIG sets for the embedded broker, as its flags."""
+    flags = []
+    for flag, value in (
+        ("--history-size", config.history_size),
+        ("--history-seconds", config.history_seconds),
+        ("--history-bytes", config.history_bytes),
+    ):
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
 class EmbeddedBroker:
     """A broker child process on a unix socket, owned by this server."""
 
@@ -103,6 +116,7 @@ class EmbeddedBroker:
                     if config.max_group_members is not None
                     else ()
                 ),
+                *embedded_history_flags(config),
             ],
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
             pass_fds=() if self.lifeline_fd is None else (self.lifeline_fd,),

@@ -57,6 +57,8 @@ if os.environ.get("TEST_CAPACITY"):
 _config["connect_timeout"] = float(os.environ.get("TEST_CONNECT_TIMEOUT", "5"))
 if os.environ.get("TEST_EXPIRY"):
     _config["expiry"] = float(os.environ["TEST_EXPIRY"])
+if os.environ.get("TEST_HISTORY_SIZE"):
+    _config["history_size"] = int(os.environ["TEST_HISTORY_SIZE"])
 if os.environ.get("TEST_PUBLISH_TIMEOUT"):
     _config["publish_timeout"] = float(os.environ["TEST_PUBLISH_TIMEOUT"])
 
