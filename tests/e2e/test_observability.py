@@ -93,6 +93,10 @@ ONLY_ON_OTHER_FAULTS = {
         "a caller without the role's secret",
         "e2e/test_broker_roles.py",
     ),
+    "django_ws_edge_keepalive_timeouts_total": (
+        "a client that stops answering pings",
+        "e2e/test_keepalive_pings.py",
+    ),
 }
 
 
