@@ -46,9 +46,9 @@ class GroupLog:
 
     A message is kept serialized. Each protobuf message made in Python owns an arena of
     its own, about 1 KiB even for a small delivery, so a history of Delivery objects
-    held hundreds of megabytes at its default bounds, and every publish freed one of
-    those long-cold arenas: the broker's CPU per publish in rooms of 2 rose by a
-    quarter. Bytes take the size of the message, and only a replay parses them again.
+    held several times its byte bound (which counts serialized bytes), and every
+    publish freed one of those long-cold arenas. Bytes take little more than the
+    message's size, and only a replay parses them again.
     """
 
     epoch: int

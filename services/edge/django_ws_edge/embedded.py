@@ -56,10 +56,13 @@ async def broker_serving(address: str, config: TransportConfig, timeout: float =
         await channel.close()
 
 
-def embedded_history_flags(config: TransportConfig) -> list[str]:
-    """The history bounds CONFIG sets for the embedded broker, as its flags."""
+def embedded_broker_flags(config: TransportConfig) -> list[str]:
+    """The broker settings CONFIG sets for the embedded broker, as its flags (an unset
+    one leaves the broker's default)."""
     flags = []
     for flag, value in (
+        ("--presence-grace-seconds", config.presence_grace_seconds),
+        ("--max-group-members", config.max_group_members),
         ("--history-size", config.history_size),
         ("--history-seconds", config.history_seconds),
         ("--history-bytes", config.history_bytes),
@@ -106,17 +109,7 @@ class EmbeddedBroker:
                 "1",
                 "--event-loop",
                 self.event_loop,
-                *(
-                    ("--presence-grace-seconds", str(config.presence_grace_seconds))
-                    if config.presence_grace_seconds is not None
-                    else ()
-                ),
-                *(
-                    ("--max-group-members", str(config.max_group_members))
-                    if config.max_group_members is not None
-                    else ()
-                ),
-                *embedded_history_flags(config),
+                *embedded_broker_flags(config),
             ],
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops it in order
             pass_fds=() if self.lifeline_fd is None else (self.lifeline_fd,),
