@@ -32,12 +32,26 @@ TYPE_RULE = (
 )
 
 
+SHOWN_CHARACTERS = 120
+"""The most of a rejected name an error shows, counted after escaping."""
+
+
+def _shown(text: str) -> str:
+    """A rejected name as its error shows it: the repr of its start, cut to
+    ``SHOWN_CHARACTERS`` after escaping, so an error line (and a log line) stays short
+    whatever a client sent; a character can take ten to escape."""
+    shown = repr(text[:SHOWN_CHARACTERS])
+    if len(shown) <= SHOWN_CHARACTERS:
+        return shown
+    return shown[: SHOWN_CHARACTERS - 3] + "..."
+
+
 def group_name_error(name: object) -> str | None:
     """Why ``name`` is not a valid group name, or None when it is."""
     if not isinstance(name, str):
         return f"{GROUP_RULE}; got {type(name).__name__}"
     if not 0 < len(name) <= MAX_NAME_LENGTH or not _GROUP_RE.fullmatch(name):
-        return f"{GROUP_RULE}; got {name[:120]!r}"
+        return f"{GROUP_RULE}; got {_shown(name)}"
     return None
 
 
@@ -46,7 +60,7 @@ def channel_name_error(name: object) -> str | None:
     if not isinstance(name, str):
         return f"{CHANNEL_RULE}; got {type(name).__name__}"
     if not 0 < len(name) <= MAX_NAME_LENGTH or not _CHANNEL_RE.fullmatch(name):
-        return f"{CHANNEL_RULE}; got {name[:120]!r}"
+        return f"{CHANNEL_RULE}; got {_shown(name)}"
     return None
 
 
@@ -55,7 +69,7 @@ def event_type_error(event_type: object) -> str | None:
     if not isinstance(event_type, str):
         return f"{TYPE_RULE}; got {type(event_type).__name__}"
     if not 0 < len(event_type) <= MAX_NAME_LENGTH or not _TYPE_RE.fullmatch(event_type):
-        return f"{TYPE_RULE}; got {event_type[:120]!r}"
+        return f"{TYPE_RULE}; got {_shown(event_type)}"
     return None
 
 

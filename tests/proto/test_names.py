@@ -7,7 +7,7 @@ import pytest
 
 from django_ws_client.groups import GroupMessage
 from django_ws_client.transport.base import ChannelLayer, channel_of
-from django_ws_proto import codec
+from django_ws_proto import codec, names
 from django_ws_proto.names import (
     MAX_NAME_LENGTH,
     handler_name,
@@ -94,3 +94,17 @@ def test_layer_api_validates_before_sending() -> None:
     with pytest.raises(ValueError, match="channel name"):
         channel_of("not a channel")
     assert ChannelLayer.require_valid_group_name.__name__ == "require_valid_group_name"
+
+
+def test_an_error_shows_at_most_a_bounded_part_of_a_name_however_it_escapes() -> None:
+    # Found by the fuzz test: 120 characters that each take up to ten to escape.
+    name = "0" * 30 + "\x1f" * 12 + "\x08" + "\U00012544" * 77
+    for error in (
+        names.group_name_error(name),
+        names.channel_name_error(name),
+        names.event_type_error(name),
+    ):
+        assert error is not None
+        shown = error.split("; got ", 1)[1]
+        assert shown.startswith("'000") and shown.endswith("...")
+        assert len(shown) == names.SHOWN_CHARACTERS
