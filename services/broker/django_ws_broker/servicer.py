@@ -21,10 +21,11 @@ from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
 
-LINGER_SECONDS = 0.001
+LINGER_SECONDS = 0.003
 """Under load, how long a stream waits to gather more deliveries into one frame: each
-gRPC message costs tens of microseconds of Python on each side. A stream that wrote
-less than ``BUSY_WINDOW_SECONDS`` ago is busy; an idle one writes at once."""
+gRPC message costs a few hundred microseconds of CPU across both ends (see the edge's
+``django_ws_edge.links.LINGER_SECONDS``, which measured it). A stream that wrote less
+than ``BUSY_WINDOW_SECONDS`` ago is busy; an idle one writes at once."""
 
 BUSY_WINDOW_SECONDS = 0.005
 
