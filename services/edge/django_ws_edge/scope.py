@@ -45,6 +45,43 @@ def _header_name(name: str) -> bytes:
     return _COMMON_NAMES.get(lowered) or lowered.encode("latin-1")
 
 
+# Headers whose values most handshakes repeat (the same browser, host and origin, the
+# same websocket negotiation): their byte strings are shared too, about 300 bytes per
+# idle connection with a handful of such headers. The table is bounded in entries and
+# in value length, so a client sending random values only keeps it from growing.
+_SHARED_VALUE_NAMES = frozenset(
+    _COMMON_NAMES[name]
+    for name in (
+        "host",
+        "upgrade",
+        "connection",
+        "origin",
+        "user-agent",
+        "accept-encoding",
+        "accept-language",
+        "cache-control",
+        "pragma",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    )
+)
+SHARED_VALUES_MAX = 1024
+SHARED_VALUE_LENGTH_MAX = 512
+_shared_values: dict[str, bytes] = {}
+
+
+def _header_value(name: bytes, value: str) -> bytes:
+    if name not in _SHARED_VALUE_NAMES:
+        return value.encode("latin-1")
+    shared = _shared_values.get(value)
+    if shared is None:
+        shared = value.encode("latin-1")
+        if len(_shared_values) < SHARED_VALUES_MAX and len(value) <= SHARED_VALUE_LENGTH_MAX:
+            _shared_values[value] = shared
+    return shared
+
+
 def _address(sock_address: Any) -> list[Any] | None:
     if isinstance(sock_address, tuple) and len(sock_address) >= 2:
         return [sock_address[0], sock_address[1]]
@@ -56,9 +93,10 @@ def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any
     ``query_string``, ``headers`` (lowercased byte pairs), ``client``, ``server``,
     ``subprotocols``; middlewares add ``cookies``, ``session``, ``user``, ``url_route``."""
     target = urlsplit(request.path)
-    headers = [
-        (_header_name(name), value.encode("latin-1")) for name, value in request.headers.raw_items()
-    ]
+    headers = []
+    for raw_name, value in request.headers.raw_items():
+        name = _header_name(raw_name)
+        headers.append((name, _header_value(name, value)))
     subprotocols: list[str] = []
     for value in request.headers.get_all("Sec-WebSocket-Protocol"):
         subprotocols.extend(item.strip() for item in value.split(",") if item.strip())

@@ -1,0 +1,43 @@
+"""Header values that handshakes repeat are shared between scopes, within bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_ws_edge import scope
+
+
+@pytest.fixture(autouse=True)
+def empty_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scope, "_shared_values", {})
+
+
+def test_repeated_values_of_common_headers_are_one_object() -> None:
+    agent = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"
+    # Two handshakes parse the same value into two distinct strings.
+    first = scope._header_value(b"user-agent", "".join(list(agent)))
+    second = scope._header_value(b"user-agent", "".join(list(agent)))
+    assert first == agent.encode() and first is second
+
+
+def test_values_of_other_headers_are_never_kept() -> None:
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    first = scope._header_value(b"sec-websocket-key", key)
+    assert first == key.encode()
+    assert scope._shared_values == {}
+
+
+def test_the_table_stays_bounded_whatever_a_client_sends() -> None:
+    for n in range(scope.SHARED_VALUES_MAX + 500):
+        assert scope._header_value(b"origin", f"https://{n}.example") == (
+            f"https://{n}.example".encode()
+        )
+    assert len(scope._shared_values) == scope.SHARED_VALUES_MAX
+    long = "x" * (scope.SHARED_VALUE_LENGTH_MAX + 1)
+    scope._shared_values.clear()
+    assert scope._header_value(b"origin", long) == long.encode()
+    assert scope._shared_values == {}
+
+
+def test_latin_1_values_keep_their_bytes() -> None:
+    assert scope._header_value(b"user-agent", "caf\xe9") == b"caf\xe9"
