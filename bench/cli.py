@@ -324,6 +324,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         generators=args.generators or max(1, min(4, (os.cpu_count() or 2) // 2)),
         payload_bytes=args.payload_bytes,
         settle_seconds=0.5 if quick else 2.0,
+        quiet_max_seconds=10.0 if quick else 60.0,
         profile_rate=args.profile_rate,
         profile_dir=args.profile_dir,
     )

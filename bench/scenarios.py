@@ -63,6 +63,8 @@ class RunOptions:
     generator_cpu_limit: float = 0.9
     settle_seconds: float = 2.0
     pause_seconds: float = 0.3
+    quiet_cores: float = 0.2
+    quiet_max_seconds: float = 60.0
     profile_rate: float | None = None
     profile_dir: Path | None = None
 
@@ -99,6 +101,9 @@ PING_INTERVAL_SECONDS = 20.0
 SEVERAL_GENERATORS = 4
 """Generator processes of S6 and S7 unless ``--generators`` says otherwise: each holds
 a share of the connections (and of the file descriptors)."""
+
+QUIET_SAMPLE_SECONDS = 0.5
+"""How long each look at the server's CPU lasts while waiting for it to be quiet."""
 
 MIN_PUBLISHES_PER_STEP = 5
 """A fan-out step publishes at least this many messages, or the ladder skips its rate
@@ -342,7 +347,35 @@ class ScenarioRunner:
             f"{'  (' + '; '.join(result.reasons) + ')' if result.reasons else ''}"
         )
         await asyncio.sleep(self.options.pause_seconds)
+        quiet_after = await self._wait_until_quiet()
+        result.outcome["quiet_after_s"] = round(quiet_after, 1)
+        if quiet_after >= QUIET_SAMPLE_SECONDS * 2:
+            self.log(
+                f"    server busy for {quiet_after:.1f}s after the step (what it held back "
+                "still going out); the next step starts once it is quiet"
+            )
         return result
+
+    async def _wait_until_quiet(self) -> float:
+        """Wait until the server's CPU falls to ``quiet_cores``, at most
+        ``quiet_max_seconds``; returns the seconds waited.
+
+        A step that overloads a server can leave it seconds of work behind: events in
+        its consumers' inboxes and in its brokers' queues, still going out after the
+        step's drain. Measured on top of that backlog, the next step (often a retry or
+        a lower rate between two found by the ladder) would fail for what the step
+        before did, and a system that holds more back would be judged slower for it.
+        How long the wait took is printed and recorded (``quiet_after_s``): that is how
+        long the system needed to recover."""
+        options = self.options
+        started = time.monotonic()
+        while True:
+            meter = CpuMeter(self.system.server_tree(), [])
+            await asyncio.sleep(QUIET_SAMPLE_SECONDS)
+            cores, _ = meter.read()
+            waited = time.monotonic() - started
+            if cores <= options.quiet_cores or waited >= options.quiet_max_seconds:
+                return waited
 
     def _start_profile(self, rate: float, seconds: float) -> asyncio.Task[list[Path]] | None:
         """Profile the server during this step when its rate is the one asked for."""
