@@ -50,7 +50,7 @@ from django_ws_edge.runtime import (
 )
 from django_ws_edge.scope import build_scope
 from django_ws_edge.server_connection import EdgeServerConnection, edge_connection_class
-from django_ws_edge.sockets import parse_bind, tcp_socket
+from django_ws_edge.sockets import BACKLOG, parse_bind, tcp_socket
 from django_ws_edge.watchdog import LoopWatchdog
 from django_ws_proto.event_loop import LoopChoice, resolve_event_loop, running_loop_name
 from django_ws_proto.event_loop import run as run_on_loop
@@ -317,6 +317,11 @@ class Worker:
             write_limit=options.write_limit,
             server_header="django-ws",
             create_connection=edge_connection_class(options.max_write_buffer, keepalive),
+            # create_server() calls listen() again on the socket it is given, with its
+            # own backlog (100 unless told): a connect storm would overflow it while the
+            # workers are busy, and the kernel would drop SYNs that clients retry only
+            # after 1, 3 and 7 s (or give up on).
+            backlog=BACKLOG,
         )
         pinger = None if keepalive is None else loop.create_task(run_keepalive(keepalive))
         # Django, the app and every module are loaded: move what exists now out of the
