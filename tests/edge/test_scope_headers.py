@@ -1,4 +1,5 @@
-"""Header values that handshakes repeat are shared between scopes, within bounds."""
+"""Header values and host addresses that handshakes repeat are shared between scopes,
+within bounds; values that may carry a secret never are."""
 
 from __future__ import annotations
 
@@ -41,3 +42,21 @@ def test_the_table_stays_bounded_whatever_a_client_sends() -> None:
 
 def test_latin_1_values_keep_their_bytes() -> None:
     assert scope._header_value(b"user-agent", "caf\xe9") == b"caf\xe9"
+
+
+def test_a_subprotocol_is_never_kept_it_may_carry_a_token() -> None:
+    token = "access_token, eyJhbGciOiJIUzI1NiJ9.e30.sig"
+    assert scope._header_value(b"sec-websocket-protocol", token) == token.encode()
+    assert scope._shared_values == {}
+
+
+def test_client_and_server_hosts_are_shared_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scope, "_shared_hosts", {})
+    first = scope._address(("".join(list("10.0.0.7")), 50001))
+    second = scope._address(("".join(list("10.0.0.7")), 50002))
+    assert first == ["10.0.0.7", 50001] and second == ["10.0.0.7", 50002]
+    assert first is not None and second is not None and first[0] is second[0]
+    assert scope._address("/run/app.sock") is None
+    for n in range(scope.SHARED_VALUES_MAX + 10):
+        scope._address((f"10.1.{n // 256}.{n % 256}", 1))
+    assert len(scope._shared_hosts) == scope.SHARED_VALUES_MAX

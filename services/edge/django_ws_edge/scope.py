@@ -46,9 +46,11 @@ def _header_name(name: str) -> bytes:
 
 
 # Headers whose values most handshakes repeat (the same browser, host and origin, the
-# same websocket negotiation): their byte strings are shared too, about 300 bytes per
+# same websocket negotiation): their byte strings are shared too, about 250 bytes per
 # idle connection with a handful of such headers. The table is bounded in entries and
-# in value length, so a client sending random values only keeps it from growing.
+# in value length, so a client sending random values only keeps it from growing. Only
+# headers that carry no secret are listed: a shared value outlives its connection
+# (``sec-websocket-protocol`` carries access tokens in some apps, so it is not).
 _SHARED_VALUE_NAMES = frozenset(
     _COMMON_NAMES[name]
     for name in (
@@ -63,7 +65,6 @@ _SHARED_VALUE_NAMES = frozenset(
         "pragma",
         "sec-websocket-version",
         "sec-websocket-extensions",
-        "sec-websocket-protocol",
     )
 )
 SHARED_VALUES_MAX = 1024
@@ -82,10 +83,21 @@ def _header_value(name: bytes, value: str) -> bytes:
     return shared
 
 
+# Client and server host strings, shared the same way: behind a proxy every connection
+# comes from the same few addresses, and a worker listens on one.
+_shared_hosts: dict[str, str] = {}
+
+
 def _address(sock_address: Any) -> list[Any] | None:
-    if isinstance(sock_address, tuple) and len(sock_address) >= 2:
-        return [sock_address[0], sock_address[1]]
-    return None
+    if not (isinstance(sock_address, tuple) and len(sock_address) >= 2):
+        return None
+    host = sock_address[0]
+    shared = _shared_hosts.get(host)
+    if shared is None:
+        shared = host
+        if len(_shared_hosts) < SHARED_VALUES_MAX and isinstance(host, str):
+            _shared_hosts[host] = host
+    return [shared, sock_address[1]]
 
 
 def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any]:
