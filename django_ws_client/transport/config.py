@@ -186,6 +186,30 @@ def _number(config: Mapping[str, Any], key: str, default: float, setting: str) -
     return float(value)
 
 
+def _optional_int(config: Mapping[str, Any], key: str, least: int, setting: str) -> int | None:
+    """An embedded broker's integer setting: None (its default) or an int >= ``least``."""
+    value = config.get(key)
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or value < least
+    ):
+        raise InvalidChannelLayerError(
+            f"{setting}[{key!r}] must be an int >= {least}, got {value!r}"
+        )
+    return value
+
+
+def _optional_seconds(config: Mapping[str, Any], key: str, setting: str) -> float | None:
+    """An embedded broker's duration: None (its default) or a number of seconds >= 0."""
+    value = config.get(key)
+    if value is not None and (
+        not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0
+    ):
+        raise InvalidChannelLayerError(
+            f"{setting}[{key!r}] must be a number of seconds >= 0, got {value!r}"
+        )
+    return None if value is None else float(value)
+
+
 def _tls(config: Mapping[str, Any], setting: str) -> TLSConfig | None:
     tls = config.get("tls")
     if tls is None:
@@ -371,21 +395,6 @@ def parse_config(
             f"{setting}['presence_info_bytes'] must be an int from 2 to "
             f"{MAX_PRESENCE_INFO_BYTES} (what the broker keeps per member), got {info_bytes!r}"
         )
-    grace = config.get("presence_grace_seconds")
-    if grace is not None and (
-        not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0
-    ):
-        raise InvalidChannelLayerError(
-            f"{setting}['presence_grace_seconds'] must be a number of seconds >= 0, got {grace!r}"
-        )
-    max_members = config.get("max_group_members")
-    if max_members is not None and (
-        not isinstance(max_members, int) or isinstance(max_members, bool) or max_members < 1
-    ):
-        raise InvalidChannelLayerError(
-            f"{setting}['max_group_members'] must be an int >= 1, got {max_members!r}"
-        )
-    history = _embedded_history(config, setting)
     return TransportConfig(
         brokers=brokers,
         shards=shards,
@@ -403,32 +412,12 @@ def parse_config(
         max_pending_bytes=pending["max_pending_bytes"],
         presence_groups=tuple(presence_groups),
         presence_info_bytes=info_bytes,
-        presence_grace_seconds=None if grace is None else float(grace),
-        max_group_members=max_members,
-        history_size=history["history_size"],
-        history_seconds=history["history_seconds"],
-        history_bytes=history["history_bytes"],
+        # The embedded broker's own settings (a separate broker takes its flags).
+        presence_grace_seconds=_optional_seconds(config, "presence_grace_seconds", setting),
+        max_group_members=_optional_int(config, "max_group_members", 1, setting),
+        history_size=_optional_int(config, "history_size", 0, setting),
+        history_seconds=_optional_seconds(config, "history_seconds", setting),
+        history_bytes=_optional_int(config, "history_bytes", 0, setting),
         embedded=embedded,
         extra={k: v for k, v in config.items() if k not in CONFIG_KEYS},
     )
-
-
-def _embedded_history(config: Mapping[str, Any], setting: str) -> dict[str, Any]:
-    """The embedded broker's history bounds: each None (the broker's default) or a
-    number the broker's flag accepts. A separate broker takes its own flags instead."""
-    history: dict[str, Any] = {}
-    for key, kind, least in (
-        ("history_size", int, 0),
-        ("history_seconds", float, 0),
-        ("history_bytes", int, 0),
-    ):
-        value = config.get(key)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float) if kind is float else int)
-            or value < least
-        ):
-            what = "a number of seconds" if kind is float else "an int"
-            raise InvalidChannelLayerError(f"{setting}[{key!r}] must be {what} >= 0, got {value!r}")
-        history[key] = None if value is None else kind(value)
-    return history
