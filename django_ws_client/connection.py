@@ -72,6 +72,10 @@ class ConnectionPort(ABC):
     pending_bytes = 0
     # The position of the last event dispatched from each group (made on first use).
     positions: dict[str, Position] | None = None
+    # What :func:`describe_task` says of the consumer while it runs: its class and the
+    # type of the event it handles (set per event: cheaper than renaming its task).
+    consumer_name = ""
+    handling = ""
 
     def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
         self.channel_name = channel_name
@@ -217,14 +221,18 @@ class ConnectionPort(ABC):
         self._inbox.insert(0, (math.inf, {"type": "websocket.connect"}, 0, None))
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        # Named after the consumer, so the loop watchdog (and asyncio's debug mode) can
-        # say which consumer blocked the loop.
-        task_name = f"{type(consumer).__qualname__} on {self.channel_name}"
-        named_for = ""
+        # Known by its task, so the loop watchdog can say which consumer, handling
+        # which event, blocked the loop (describe_task).
+        self.consumer_name = type(consumer).__qualname__
+        if task is not None:
+            _running[task] = self
         traced = tracing_enabled()
         try:
             while True:
                 if not self._inbox:
+                    # An idle consumer keeps no event alive (a client's last message
+                    # could be large) while it waits for the next.
+                    event = position = None
                     self._waiter = loop.create_future()
                     await self._waiter
                     self._waiter = None
@@ -248,10 +256,7 @@ class ConnectionPort(ABC):
                     if positions is None:
                         positions = self.positions = {}
                     positions[position[0]] = position  # shared by every member
-                event_type = event_type_of(event)
-                if task is not None and event_type != named_for:
-                    named_for = event_type
-                    task.set_name(f"{task_name} handling {event_type!r}")
+                event_type = self.handling = event_type_of(event)
                 is_connect = event_type == "websocket.connect"
                 is_disconnect = event_type == "websocket.disconnect"
                 try:
@@ -288,7 +293,26 @@ class ConnectionPort(ABC):
                 if self.rejected:
                     break
         finally:
+            if task is not None:
+                _running.pop(task, None)
             await self.leave_all_groups()
+
+    def describe(self) -> str:
+        """Which consumer runs here, on which channel, handling what."""
+        return f"{self.consumer_name} on {self.channel_name} handling {self.handling!r}"
+
+
+# The port each consumer task runs, for describe_task(). Naming the task instead would
+# keep a formatted name per connection and format it again on each change of event type.
+_running: dict[asyncio.Task[Any], ConnectionPort] = {}
+
+
+def describe_task(task: asyncio.Task[Any]) -> str:
+    """What ``task`` runs: the consumer and the event it handles when it is a consumer's
+    task, its own name otherwise. Safe from another thread (the loop watchdog's): one
+    dict lookup and attribute reads."""
+    port = _running.get(task)
+    return port.describe() if port is not None else task.get_name()
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

@@ -4,8 +4,8 @@ One blocking call in an async handler (``time.sleep``, sync ORM use, a CPU-heavy
 stalls every connection of the worker. asyncio's own slow-callback detection only runs
 in debug mode; this watchdog is cheap enough to stay on: the loop stamps a heartbeat a
 few times per blocking threshold, and a thread notices when the stamp is late. The
-consumer's task is named after it (``ConnectionPort.run`` does that), so the warning says
-which consumer and which event held the loop.
+consumer's task is known by its port (``describe_task``), so the warning says which
+consumer and which event held the loop.
 
 The same name goes to the supervisor (``on_blocked``): the loop's own heartbeats to the
 supervisor stop while it is blocked, and this thread still runs, so the supervisor can
@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from django_ws_client.connection import describe_task
 from django_ws_edge import metrics
 
 logger = logging.getLogger("django_ws.edge")
@@ -64,7 +65,9 @@ class LoopWatchdog:
             if lag > self.threshold and beat != warned_for:
                 warned_for = beat
                 task = asyncio.current_task(self.loop)
-                culprit = task.get_name() if task is not None else "a callback outside any task"
+                culprit = (
+                    describe_task(task) if task is not None else "a callback outside any task"
+                )
                 self.warnings += 1
                 metrics.LOOP_BLOCKED.inc()
                 logger.warning(
