@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 from django_ws_client.connection import CloseCode, ConnectionPort, Event
@@ -23,12 +22,9 @@ from django_ws_edge import metrics
 from django_ws_edge.guards import TokenBucket
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.options import DEFAULT_SLOW_CLIENT_SECONDS
-from django_ws_edge.ws_internals import ServerConnection, State
+from django_ws_edge.ws_internals import ServerConnection, State, release_handshake
 
 logger = logging.getLogger("django_ws.edge")
-
-# What an open connection's handshake request is left with: nothing reads it again.
-_NO_HEADERS = Headers()
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,10 @@ class EdgeConnection(ConnectionPort):
         self.websocket = websocket
         self.edge_layer = layer
         self.limiter = limiter
-        self.decision: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        # Until the connection opens: how the handshake ends.
+        self.decision: asyncio.Future[Decision] | None = (
+            asyncio.get_running_loop().create_future()
+        )
         self.task: asyncio.Task[None] | None = None
         self.is_open = False
         # Created only when needed: a send or close before the connection is open
@@ -70,13 +69,12 @@ class EdgeConnection(ConnectionPort):
         self._ended: asyncio.Future[None] | None = None
         self._closing_slow = False
         self._over_limit: asyncio.Task[None] | None = None
-        websocket.connection_lost_waiter.add_done_callback(self._connection_lost)
 
-    def _connection_lost(self, _lost: asyncio.Future[None]) -> None:
-        """websockets lost the connection. Once open, this ends the server's handler's
-        wait. Before (the client vanished during the handshake, or the server began
-        shutting down), it ends the consumer here, so nothing is left waiting for a
-        disconnect that would never come."""
+    def connection_lost(self) -> None:
+        """websockets lost the connection (the edge's connection class calls this).
+        Once open, this ends the server's handler's wait. Before (the client vanished
+        during the handshake, or the server began shutting down), it ends the consumer
+        here, so nothing is left waiting for a disconnect that would never come."""
         opened = self._opened
         if opened is not None and not opened.done():
             opened.set_result(None)  # a send waiting for the open finds the connection closed
@@ -96,18 +94,17 @@ class EdgeConnection(ConnectionPort):
         Returns what the handler waits on: done when the connection is lost.
 
         Also lets go of what only the handshake needed, which would otherwise stay as
-        long as the connection, for each of thousands: websockets does not look at the
-        handshake response or the request's headers again (the scope has its own copy
-        of the headers, and a browser's cookies alone can be kilobytes).
+        long as the connection, for each of thousands: the decision, and websockets'
+        handshake request and response (the scope has its own copy of the headers, and
+        a browser's cookies alone can be kilobytes).
         """
         self.is_open = True
         if self._opened is not None and not self._opened.done():
             self._opened.set_result(None)
         self._opened = None
+        self.decision = None  # decided: nothing waits on it any more
         websocket = self.websocket
-        websocket.response = None
-        if websocket.request is not None:
-            websocket.request.headers = _NO_HEADERS
+        release_handshake(websocket)
         # One future and no task: websockets' wait_closed() would add a shield, its
         # callbacks and a coroutine frame to every idle connection.
         ended = self._ended = asyncio.get_running_loop().create_future()
@@ -144,7 +141,7 @@ class EdgeConnection(ConnectionPort):
             self.when_room(transport.resume_reading)
 
     def _decide(self, decision: Decision) -> None:
-        if not self.decision.done():
+        if self.decision is not None and not self.decision.done():
             self.decision.set_result(decision)
 
     async def accept(

@@ -46,6 +46,7 @@ from django_ws_edge.ws_internals import (
     State,
     remember_failure,
     require_compatible,
+    unwrap_logger,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class EdgeServerConnection(ServerConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.drain_waiters = []  # type: ignore[assignment]  # append, remove, iterate
+        unwrap_logger(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -161,11 +163,21 @@ class EdgeServerConnection(ServerConnection):
 
     def attach(self, port: EdgeConnection) -> None:
         """Hand messages to ``port`` from now on, starting with any that came early (a
-        client may pipeline frames behind its handshake request)."""
+        client may pipeline frames behind its handshake request), and tell it when the
+        connection is lost (a method call instead of a callback on websockets' future:
+        no bound method and callback list per connection)."""
         self.django_ws_port = port
         early, self._early = self._early, None
         for frame in early or ():
             self._take_frame(port, frame)
+        if self.connection_lost_waiter.done():
+            self.loop.call_soon(port.connection_lost)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        port = self.django_ws_port
+        if port is not None:
+            port.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

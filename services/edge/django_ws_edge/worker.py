@@ -150,7 +150,9 @@ class Worker:
         websocket.attach(port)
         self.layer.register(port)
         port.task = asyncio.get_running_loop().create_task(self._run_app(scope, port))
-        waiters: set[asyncio.Future[Any]] = {port.decision, port.task}
+        decided = port.decision
+        assert decided is not None  # until the connection opens
+        waiters: set[asyncio.Future[Any]] = {decided, port.task}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -158,8 +160,8 @@ class Worker:
             port.task.cancel()
             self.layer.unregister(port.channel_name)
             raise
-        if port.decision.done():
-            decision = port.decision.result()
+        if decided.done():
+            decision = decided.result()
             if decision.accept:
                 return None
             return self._respond(websocket, decision.status)
@@ -187,7 +189,8 @@ class Worker:
 
     def select_subprotocol(self, websocket: ServerConnection, offered: Any) -> Any:
         port = self._port_of(websocket)
-        chosen = port.decision.result().subprotocol if port.decision.done() else None
+        decided = port.decision
+        chosen = decided.result().subprotocol if decided is not None and decided.done() else None
         if chosen is not None and chosen not in offered:
             logger.warning("consumer chose subprotocol %r that the client did not offer", chosen)
             return None
@@ -197,9 +200,10 @@ class Worker:
         self, websocket: ServerConnection, request: Request, response: Response
     ) -> None:
         port = getattr(websocket, "django_ws_port", None)
-        if port is not None and port.decision.done() and response.status_code == 101:
+        decided = port.decision if port is not None else None
+        if decided is not None and decided.done() and response.status_code == 101:
             headers: Headers = response.headers
-            for name, value in port.decision.result().headers:
+            for name, value in decided.result().headers:
                 headers[name.decode("latin-1")] = value.decode("latin-1")
 
     # Connection ----------------------------------------------------------------------

@@ -12,18 +12,25 @@ missing, instead of failing on a live connection.
 
 from __future__ import annotations
 
+import logging
+
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.protocol import Protocol, State
 from websockets.version import version as websockets_version
 
 SUPPORTED = ">=16,<18"
 """The websockets releases these internals were checked against (pyproject's range)."""
 
+# What an open connection's handshake request is left with: nothing reads it again.
+_NO_HEADERS = Headers()
+
 # Methods the edge's connection class overrides or calls, by the class that defines them.
 _CONNECTION_METHODS = (
     "connection_made",
+    "connection_lost",
     "data_received",
     "process_event",
     "acknowledge_pings",
@@ -38,6 +45,8 @@ _CONNECTION_ATTRIBUTES = (
     "send_in_progress",
     "paused",
     "pending_pings",
+    "request",
+    "response",
 )
 _ASSEMBLER_METHODS = ("close", "get", "get_iter")
 _PROTOCOL_METHODS = ("send_text", "send_binary", "send_ping")
@@ -79,6 +88,31 @@ def remember_failure(connection: Connection, exc: BaseException) -> None:
         setter(exc)
 
 
+def release_handshake(connection: ServerConnection) -> None:
+    """Let go of what only the handshake needed, which would otherwise stay as long as
+    the connection, for each of thousands: websockets does not look at the handshake
+    response or the request's headers again once the connection is open. The request
+    itself stays (the protocol's parser keeps it in a local variable for the life of
+    the connection, and ``process_event`` tells the handshake from frames by it), so
+    its headers are emptied in place. The protocol's ``select_subprotocol``, which
+    websockets binds per connection to a closure around the server's, goes too: the
+    class's own method stands in, and nothing negotiates again."""
+    connection.response = None
+    if connection.request is not None:
+        connection.request.headers = _NO_HEADERS
+    vars(connection.protocol).pop("select_subprotocol", None)
+
+
+def unwrap_logger(connection: Connection) -> None:
+    """Log through the plain logger instead of the adapter websockets wraps around it
+    for each connection (which adds the connection to each record's ``extra``): an
+    adapter, its dict and a weak proxy per connection, and nothing of ours formats
+    them."""
+    adapter = connection.protocol.logger
+    if isinstance(adapter, logging.LoggerAdapter):
+        connection.protocol.logger = connection.logger = adapter.logger
+
+
 def require_compatible() -> None:
     """Raise with what is missing when the installed websockets cannot serve the edge."""
     missing = incompatibilities()
@@ -96,7 +130,9 @@ __all__ = [
     "ServerConnection",
     "State",
     "incompatibilities",
+    "release_handshake",
     "remember_failure",
     "require_compatible",
+    "unwrap_logger",
     "websockets_version",
 ]
