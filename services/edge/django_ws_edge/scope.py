@@ -46,8 +46,8 @@ def _header_name(name: str) -> bytes:
 
 
 # Headers whose values most handshakes repeat (the same browser, host and origin, the
-# same websocket negotiation): their byte strings are shared too, about 250 bytes per
-# idle connection with a handful of such headers. The table is bounded in entries and
+# same websocket negotiation): their (name, value) pairs are shared too, about 100
+# bytes per such header of each idle connection. The table is bounded in entries and
 # in value length, so a client sending random values only keeps it from growing. Only
 # headers that carry no secret are listed: a shared value outlives its connection
 # (``sec-websocket-protocol`` carries access tokens in some apps, so it is not).
@@ -69,17 +69,19 @@ _SHARED_VALUE_NAMES = frozenset(
 )
 SHARED_VALUES_MAX = 1024
 SHARED_VALUE_LENGTH_MAX = 512
-_shared_values: dict[str, bytes] = {}
+_shared_headers: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}
 
 
-def _header_value(name: bytes, value: str) -> bytes:
+def _header(name: bytes, value: str) -> tuple[bytes, bytes]:
+    """One header of the scope, shared with other scopes where its value repeats."""
     if name not in _SHARED_VALUE_NAMES:
-        return value.encode("latin-1")
-    shared = _shared_values.get(value)
+        return (name, value.encode("latin-1"))
+    key = (name, value)
+    shared = _shared_headers.get(key)
     if shared is None:
-        shared = value.encode("latin-1")
-        if len(_shared_values) < SHARED_VALUES_MAX and len(value) <= SHARED_VALUE_LENGTH_MAX:
-            _shared_values[value] = shared
+        shared = (name, value.encode("latin-1"))
+        if len(_shared_headers) < SHARED_VALUES_MAX and len(value) <= SHARED_VALUE_LENGTH_MAX:
+            _shared_headers[key] = shared
     return shared
 
 
@@ -105,10 +107,10 @@ def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any
     ``query_string``, ``headers`` (lowercased byte pairs), ``client``, ``server``,
     ``subprotocols``; middlewares add ``cookies``, ``session``, ``user``, ``url_route``."""
     target = urlsplit(request.path)
-    headers = []
-    for raw_name, value in request.headers.raw_items():
-        name = _header_name(raw_name)
-        headers.append((name, _header_value(name, value)))
+    # Sized exactly: a list grown by appending keeps spare slots for the connection's life.
+    headers = list(
+        tuple(_header(_header_name(name), value) for name, value in request.headers.raw_items())
+    )
     subprotocols: list[str] = []
     for value in request.headers.get_all("Sec-WebSocket-Protocol"):
         subprotocols.extend(item.strip() for item in value.split(",") if item.strip())
@@ -129,5 +131,4 @@ def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any
         "server": None if is_unix else _address(connection.local_address),
         "subprotocols": subprotocols,
         "extensions": {},
-        "state": {},
     }
