@@ -34,3 +34,23 @@ def test_members_is_a_snapshot() -> None:
     for channel in index.members("g"):
         index.discard("g", channel)
     assert "g" not in index
+
+
+def test_a_channels_groups_are_tracked_through_one_and_many() -> None:
+    """One group is kept as its name, more as a set: joins, repeated joins and leaves
+    give the same answers either way."""
+    index = GroupIndex()
+    index.add("a", "c1")
+    index.add("a", "c1")
+    assert index.groups_of("c1") == frozenset({"a"})
+    index.add("b", "c1")
+    index.add("c", "c1")
+    assert index.groups_of("c1") == frozenset({"a", "b", "c"})
+    index.discard("b", "c1")
+    assert index.groups_of("c1") == frozenset({"a", "c"})
+    index.discard("a", "c1")
+    assert index.groups_of("c1") == frozenset({"c"})
+    index.add("d", "c1")
+    assert index.groups_of("c1") == frozenset({"c", "d"})
+    assert sorted(index.remove_channel("c1")) == ["c", "d"]
+    assert index.groups_of("c1") == frozenset() and len(index) == 0

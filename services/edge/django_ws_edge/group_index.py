@@ -17,7 +17,10 @@ class GroupIndex:
     def __init__(self) -> None:
         # Dicts as ordered sets: delivery order within a worker is join order.
         self._members: dict[str, dict[str, None]] = {}
-        self._groups_of: dict[str, set[str]] = {}
+        # A channel's groups: the group's name itself while it is in one (most
+        # connections are), a set once it is in more. An empty set takes 216 bytes,
+        # which thousands of idle connections would each pay for one name.
+        self._groups_of: dict[str, str | set[str]] = {}
 
     def add(self, group: str, channel: str) -> bool:
         """Add ``channel`` to ``group``; True when the group had no local member."""
@@ -26,7 +29,14 @@ class GroupIndex:
         if members is None:
             members = self._members[group] = {}
         members[channel] = None
-        self._groups_of.setdefault(channel, set()).add(group)
+        groups = self._groups_of.get(channel)
+        if groups is None:
+            self._groups_of[channel] = group
+        elif isinstance(groups, str):
+            if groups != group:
+                self._groups_of[channel] = {groups, group}
+        else:
+            groups.add(group)
         return first
 
     def discard(self, group: str, channel: str) -> bool:
@@ -36,9 +46,14 @@ class GroupIndex:
             return False
         del members[channel]
         groups = self._groups_of.get(channel)
-        if groups is not None:
+        if isinstance(groups, str):
+            if groups == group:
+                del self._groups_of[channel]
+        elif groups is not None:
             groups.discard(group)
-            if not groups:
+            if len(groups) == 1:
+                self._groups_of[channel] = next(iter(groups))
+            elif not groups:
                 del self._groups_of[channel]
         if not members:
             del self._members[group]
@@ -48,7 +63,7 @@ class GroupIndex:
     def remove_channel(self, channel: str) -> list[str]:
         """Remove ``channel`` from all its groups; returns the groups it emptied."""
         emptied = []
-        for group in list(self._groups_of.get(channel, ())):
+        for group in self.groups_of(channel):
             if self.discard(group, channel):
                 emptied.append(group)
         return emptied
@@ -63,7 +78,10 @@ class GroupIndex:
         return tuple(members) if members else ()
 
     def groups_of(self, channel: str) -> frozenset[str]:
-        return frozenset(self._groups_of.get(channel, ()))
+        groups = self._groups_of.get(channel)
+        if groups is None:
+            return frozenset()
+        return frozenset((groups,)) if isinstance(groups, str) else frozenset(groups)
 
     def groups(self) -> list[str]:
         """Every group with at least one local member."""
