@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 
-from django_ws_edge.keepalive import KeepaliveSchedule
+from django_ws_edge.keepalive import RESOLUTION, KeepaliveSchedule
 
 
 class Client:
@@ -116,3 +116,51 @@ def test_the_schedule_does_not_keep_a_dropped_connection_alive() -> None:
 def test_nonsense_intervals_are_refused(interval: float, timeout: float) -> None:
     with pytest.raises(ValueError, match="ping"):
         KeepaliveSchedule(interval, timeout)
+
+
+def test_connections_opening_together_share_a_batch_and_are_pinged_together() -> None:
+    """One batch per RESOLUTION: a connection is pinged at most that much early."""
+    schedule = KeepaliveSchedule(interval=20, timeout=20)
+    first, close_behind, later = Client("first"), Client("close"), Client("later")
+    schedule.add(first, 0.0)
+    schedule.add(close_behind, RESOLUTION / 2)
+    schedule.add(later, RESOLUTION * 2)
+    assert len(schedule._pings) == 2 and len(schedule) == 3
+    for client in (first, close_behind, later):
+        client.now = 20.0
+    schedule.run_due(20.0)
+    assert first.pinged_at == [20.0] and close_behind.pinged_at == [20.0]
+    assert later.pinged_at == []
+    assert schedule.next_due() == 20.0 + RESOLUTION * 2
+
+
+def test_a_connection_whose_ping_fails_leaves_alone() -> None:
+    class Broken(Client):
+        def send_keepalive_ping(self) -> bytes | None:
+            raise OSError("the transport is gone")
+
+    schedule = KeepaliveSchedule(interval=1, timeout=1)
+    before, broken, after = Client("before"), Broken("broken"), Client("after")
+    for client in (before, broken, after):
+        schedule.add(client, 0.0)
+    run(schedule, [before, broken, after], until=3, step=1)
+    assert before.pinged_at == [1, 2, 3] and after.pinged_at == [1, 2, 3]
+    assert len(schedule) == 2
+
+
+def test_a_connection_joining_a_batch_with_pongs_pending_is_checked_right() -> None:
+    """A connection that opens just after a batch was pinged joins that batch for its
+    next ping; the pongs of the batch are still checked against the pings they answer."""
+    schedule = KeepaliveSchedule(interval=10, timeout=5)
+    silent, newcomer = Client("silent", answers=False), Client("newcomer")
+    schedule.add(silent, 0.0)
+    silent.now = 10.0
+    schedule.run_due(10.0)  # silent pinged, back in a batch due at 20, pong due at 15
+    schedule.add(newcomer, 10.0 + RESOLUTION / 2)  # joins the batch due at 20
+    for client in (silent, newcomer):
+        client.now = 15.0
+    schedule.run_due(15.0)
+    assert silent.failed and not newcomer.failed and schedule.timeouts == 1
+    newcomer.now = 20.0
+    schedule.run_due(20.0)
+    assert newcomer.pinged_at == [20.0]

@@ -55,23 +55,34 @@ class KeepaliveSchedule:
             raise ValueError(f"the ping timeout must be positive or None, not {timeout!r}")
         self.interval = interval
         self.timeout = timeout
-        # (when to ping, connection), due times ascending: every entry is added as
-        # "now + interval" with a clock that never goes back. Connections are held by
-        # weak reference: a closed one is freed at once, not at its next turn (websockets
-        # cancels its keepalive task when the connection is lost, for the same reason).
-        self._pings: deque[tuple[float, weakref.ref[Pinged]]] = deque()
-        # (when the pong is due, connection, ping payload), ascending likewise.
-        self._pongs: deque[tuple[float, weakref.ref[Pinged], bytes]] = deque()
+        # Batches of (when to ping, connections), due times ascending: every batch is
+        # added as "now + interval" with a clock that never goes back. A connection that
+        # opens within RESOLUTION of the last batch's time joins it, and the connections
+        # pinged together come back as one batch, so an idle connection costs the
+        # schedule a list slot, not a tuple and a float of its own. Connections are held
+        # by weak reference: a closed one is freed at once, not at its next turn
+        # (websockets cancels its keepalive task when the connection is lost, for the
+        # same reason).
+        self._pings: deque[tuple[float, list[weakref.ref[Pinged]]]] = deque()
+        # Batches of (when the pongs are due, connections, their ping payloads).
+        self._pongs: deque[tuple[float, list[weakref.ref[Pinged]], list[bytes]]] = deque()
+        self._count = 0
         self.pings_sent = 0
         self.timeouts = 0
 
     def __len__(self) -> int:
         """Connections waiting for their next ping."""
-        return len(self._pings)
+        return self._count
 
     def add(self, connection: Pinged, now: float) -> None:
         """A connection opened: its first ping is due one interval from now."""
-        self._pings.append((now + self.interval, weakref.ref(connection)))
+        due = now + self.interval
+        pings = self._pings
+        if pings and due - pings[-1][0] <= RESOLUTION:
+            pings[-1][1].append(weakref.ref(connection))
+        else:
+            pings.append((due, [weakref.ref(connection)]))
+        self._count += 1
 
     def next_due(self) -> float | None:
         """When :meth:`run_due` next has something to do (None: nothing scheduled)."""
@@ -86,25 +97,45 @@ class KeepaliveSchedule:
         """
         pongs = self._pongs
         while pongs and pongs[0][0] <= now:
-            _, ref, payload = pongs.popleft()
-            connection = ref()
-            if connection is not None and connection.awaits_pong(payload):
-                self.timeouts += 1
-                connection.fail_keepalive()
+            _, refs, payloads = pongs.popleft()
+            for ref, payload in zip(refs, payloads, strict=True):
+                connection = ref()
+                if connection is not None and connection.awaits_pong(payload):
+                    self.timeouts += 1
+                    try:
+                        connection.fail_keepalive()
+                    except Exception:
+                        logger.exception("closing a connection for a late pong failed")
         pings = self._pings
-        interval, timeout = self.interval, self.timeout
+        timeout = self.timeout
+        again: list[weakref.ref[Pinged]] = []
+        sent_payloads: list[bytes] = []
         while pings and pings[0][0] <= now:
-            _, ref = pings.popleft()
-            connection = ref()
-            if connection is None:
-                continue  # freed
-            sent = connection.send_keepalive_ping()
-            if sent is None:
-                continue  # closed: it leaves the schedule
-            self.pings_sent += 1
-            pings.append((now + interval, ref))
+            _, refs = pings.popleft()
+            for ref in refs:
+                connection = ref()
+                if connection is None:
+                    self._count -= 1
+                    continue  # freed
+                try:
+                    sent = connection.send_keepalive_ping()
+                except Exception:
+                    # One connection's failure must not end keepalive for the others
+                    # of its batch: it alone leaves the schedule.
+                    logger.exception("keepalive ping failed")
+                    sent = None
+                if sent is None:
+                    self._count -= 1
+                    continue  # closed: it leaves the schedule
+                self.pings_sent += 1
+                again.append(ref)
+                if timeout is not None:
+                    sent_payloads.append(sent)
+        if again:
+            pings.append((now + self.interval, again))
             if timeout is not None:
-                pongs.append((now + timeout, ref, sent))
+                # A copy: connections that open soon may join the ping batch.
+                pongs.append((now + timeout, again.copy(), sent_payloads))
 
 
 RESOLUTION = 0.05
@@ -122,9 +153,9 @@ async def run_keepalive(schedule: KeepaliveSchedule) -> None:
         try:
             schedule.run_due(now)
         except Exception:
-            # One connection's failure must not end keepalive for all the others (it
-            # left the schedule when its entry was taken).
-            logger.exception("keepalive ping failed")
+            # run_due keeps one connection's failure from the others; whatever else
+            # fails must not end keepalive for the whole worker.
+            logger.exception("keepalive schedule failed")
         due = schedule.next_due()
         wait = schedule.interval if due is None else due - now
         await asyncio.sleep(max(RESOLUTION, wait))
