@@ -22,7 +22,13 @@ from django_ws_edge import metrics
 from django_ws_edge.guards import TokenBucket
 from django_ws_edge.layer import EdgeChannelLayer
 from django_ws_edge.options import DEFAULT_SLOW_CLIENT_SECONDS
-from django_ws_edge.ws_internals import ServerConnection, State, release_handshake
+from django_ws_edge.ws_internals import (
+    FrameCache,
+    ServerConnection,
+    State,
+    release_handshake,
+    write_frame,
+)
 
 logger = logging.getLogger("django_ws.edge")
 
@@ -231,7 +237,8 @@ def write_now(websocket: ServerConnection, data: str | bytes) -> bool:
     one worker, that was a tenth of the worker's time. While the connection is open,
     no fragmented message is being sent and flow control has not paused the
     transport, the context has nothing to do but write, so this writes the frame the
-    way ``websockets.broadcast`` does. Otherwise ``send()`` waits for the buffer to
+    way ``websockets.broadcast`` does, built once for the members a group message
+    reaches in a row (``FrameCache``). Otherwise ``send()`` waits for the buffer to
     drain (so a client that stops reading still holds its consumer back and is closed
     as too slow) or raises ``ConnectionClosed``.
     """
@@ -241,12 +248,19 @@ def write_now(websocket: ServerConnection, data: str | bytes) -> bool:
         or websocket.paused
     ):
         return False
+    if write_frame(websocket, data, _FRAMES):
+        return True
     if isinstance(data, str):
         websocket.protocol.send_text(data.encode())
     else:
         websocket.protocol.send_binary(data)
     websocket.send_data()
     return True
+
+
+# The worker's last framed message: a group message is framed once for all the members
+# it reaches in a row (see FrameCache).
+_FRAMES = FrameCache()
 
 
 def receive_event(message: str | bytes) -> dict[str, Any]:

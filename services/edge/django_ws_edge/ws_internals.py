@@ -18,6 +18,7 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
 from websockets.version import version as websockets_version
 
@@ -50,6 +51,8 @@ _CONNECTION_ATTRIBUTES = (
 )
 _ASSEMBLER_METHODS = ("close", "get", "get_iter")
 _PROTOCOL_METHODS = ("send_text", "send_binary", "send_ping")
+# Instance attributes set in Protocol.__init__ that the edge reads (write_frame).
+_PROTOCOL_ATTRIBUTES = ("writes", "extensions", "expect_continuation_frame", "debug")
 
 
 def incompatibilities() -> list[str]:
@@ -61,22 +64,66 @@ def incompatibilities() -> list[str]:
     missing += [f"Protocol.{name}" for name in _PROTOCOL_METHODS if not hasattr(Protocol, name)]
     if not hasattr(State, "OPEN"):
         missing.append("State.OPEN")
-    source = _init_source()
-    missing += [
-        f"Connection.{name} (set in __init__)"
-        for name in _CONNECTION_ATTRIBUTES
-        if f"self.{name}" not in source
-    ]
+    for cls, attributes in ((Connection, _CONNECTION_ATTRIBUTES), (Protocol, _PROTOCOL_ATTRIBUTES)):
+        source = _init_source(cls, attributes)
+        missing += [
+            f"{cls.__name__}.{name} (set in __init__)"
+            for name in attributes
+            if f"self.{name}" not in source
+        ]
     return missing
 
 
-def _init_source() -> str:
+def _init_source(cls: type, attributes: tuple[str, ...]) -> str:
     import inspect
 
     try:
-        return inspect.getsource(Connection.__init__)
+        return inspect.getsource(vars(cls)["__init__"])
     except (OSError, TypeError):  # no source shipped: trust the method checks
-        return "".join(f"self.{name}" for name in _CONNECTION_ATTRIBUTES)
+        return "".join(f"self.{name}" for name in attributes)
+
+
+class FrameCache:
+    """The last message framed for a connection with no extension, and its frame.
+
+    A server frame without extensions depends on nothing but the message: no mask, no
+    compression context. When a group message reaches hundreds of members of one
+    worker, each member's consumer sends the same string object (the event dicts are
+    copies, their values are not), so the frame is built once and written to each
+    socket, as ``websockets.broadcast`` does. One entry, and only for frames up to
+    ``max_bytes``: the cache never holds more than one modest message.
+    """
+
+    def __init__(self, max_bytes: int = 65536) -> None:
+        self.max_bytes = max_bytes
+        self._data: str | bytes | None = None
+        self._frame = b""
+
+    def frame(self, data: str | bytes) -> bytes:
+        if data is self._data:
+            return self._frame
+        if isinstance(data, str):
+            frame = Frame(Opcode.TEXT, data.encode()).serialize(mask=False)
+        else:
+            frame = Frame(Opcode.BINARY, data).serialize(mask=False)
+        if len(frame) <= self.max_bytes:
+            self._data, self._frame = data, frame
+        return frame
+
+
+def write_frame(connection: Connection, data: str | bytes, frames: FrameCache) -> bool:
+    """Write one whole message to an open connection straight to its transport, as
+    ``Protocol.send_text``/``send_binary`` and ``Connection.send_data`` would, when
+    nothing makes that differ: no extension (compression frames per connection), no
+    fragmented message in progress, nothing queued in the protocol ahead of it, no
+    debug logging of frames. False when the caller must go through the protocol."""
+    protocol = connection.protocol
+    if protocol.extensions or protocol.writes or protocol.expect_continuation_frame:
+        return False
+    if protocol.debug:
+        return False
+    connection.transport.write(frames.frame(data))
+    return True
 
 
 def remember_failure(connection: Connection, exc: BaseException) -> None:
@@ -127,6 +174,7 @@ __all__ = [
     "SUPPORTED",
     "Assembler",
     "Connection",
+    "FrameCache",
     "ServerConnection",
     "State",
     "incompatibilities",
@@ -135,4 +183,5 @@ __all__ = [
     "require_compatible",
     "unwrap_logger",
     "websockets_version",
+    "write_frame",
 ]

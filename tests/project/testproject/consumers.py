@@ -2,6 +2,7 @@
 its worker's pid, its channel name, and (in a file) every disconnect it ran."""
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -137,6 +138,31 @@ class FaultyConsumer(AsyncWebsocketConsumer):
         record(f"disconnect faulty {self.where} {code}")
         if self.where == "disconnect":
             raise RuntimeError("boom from disconnect")
+
+
+class VerbatimRelayConsumer(AsyncWebsocketConsumer):
+    """Relays each message to its room as it came, and sends each group message on as
+    it came: every member's send gets the same text object, as in a chat that forwards
+    text without re-encoding it. (Binary messages travel base64-encoded: events are
+    JSON.)"""
+
+    async def connect(self):
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        await self.channel_layer.group_add(self.room, self.channel_name)
+        await self.accept()
+        await self.send("joined")
+
+    async def receive(self, text_data=None, bytes_data=None):
+        binary = None if bytes_data is None else base64.b64encode(bytes_data).decode()
+        await self.channel_layer.group_send(
+            self.room, {"type": "relayed", "text": text_data, "binary": binary}
+        )
+
+    async def relayed(self, event):
+        if event["binary"] is None:
+            await self.send(text_data=event["text"])
+        else:
+            await self.send(bytes_data=base64.b64decode(event["binary"]))
 
 
 class RoomConsumer(AsyncWebsocketConsumer):

@@ -104,6 +104,9 @@ for _key in (
 ):
     if os.environ.get(f"TEST_{_key}"):
         WEBSOCKET_SERVER[_key] = float(os.environ[f"TEST_{_key}"])
+# permessage-deflate (tests/e2e/test_relayed_frames.py).
+if os.environ.get("TEST_COMPRESSION"):
+    WEBSOCKET_SERVER["COMPRESSION"] = True
 # The event loop and eager tasks (tests/e2e/test_event_loop.py).
 if os.environ.get("TEST_EVENT_LOOP"):
     WEBSOCKET_SERVER["EVENT_LOOP"] = os.environ["TEST_EVENT_LOOP"]
