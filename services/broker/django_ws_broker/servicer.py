@@ -17,17 +17,10 @@ from django_ws_broker.auth import attach_identity_refusal
 from django_ws_broker.metrics import PUBLISH_SECONDS
 from django_ws_broker.shard import REPLACED, EdgeStream, ShardState, edge_id_error
 from django_ws_proto import tracing as wire_tracing
+from django_ws_proto.batching import BUSY_WINDOW_SECONDS, LINGER_SECONDS
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
-
-LINGER_SECONDS = 0.003
-"""Under load, how long a stream waits to gather more deliveries into one frame: each
-gRPC message costs a few hundred microseconds of CPU across both ends (see the edge's
-``django_ws_edge.links.LINGER_SECONDS``, which measured it). A stream that wrote less
-than ``BUSY_WINDOW_SECONDS`` ago is busy; an idle one writes at once."""
-
-BUSY_WINDOW_SECONDS = 0.005
 
 MAX_BATCH = 512
 """Deliveries packed into one BrokerFrame at most; batching is what makes fan-out cheap."""

@@ -32,25 +32,11 @@ from django_ws_client.transport.channels import (
 )
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge import metrics
+from django_ws_proto.batching import BUSY_WINDOW_SECONDS, LINGER_SECONDS
 from django_ws_proto.grpc_channels import open_aio_channel
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.edge.link")
-
-LINGER_SECONDS = 0.003
-"""Under load, how long a link waits to gather more operations into one frame.
-
-A gRPC stream message costs far more than a publish: its write, the read at the other
-end and a hop through each side's completion-queue thread came to a few hundred
-microseconds of CPU per message in S1's profiles. A stream that wrote less than
-``BUSY_WINDOW_SECONDS`` ago is busy, so it waits this long before writing again; the
-broker's streams do the same (``django_ws_broker.servicer``). Going from 1 ms to 3 ms
-halved the messages and cut S1's server CPU by a fifth at 8,000 deliveries/s, for 3 ms
-more median latency under load. An idle stream writes at once: a lone chat message pays
-no added latency.
-"""
-
-BUSY_WINDOW_SECONDS = 0.005
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
