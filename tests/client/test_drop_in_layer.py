@@ -489,6 +489,7 @@ def test_event_loops_in_sequence_and_async_to_sync(broker: Broker) -> None:
 
     # A receiver on a long-lived loop in a thread; sync code sends with async_to_sync.
     ready = threading.Event()
+    sent = threading.Event()
     got: list[str] = []
 
     async def receiver() -> None:
@@ -497,6 +498,9 @@ def test_event_loops_in_sequence_and_async_to_sync(broker: Broker) -> None:
         ready.set()
         for _ in range(5):
             got.append((await layer.receive(channel))["text"])
+        # layer.close() closes the cores of every loop: the last send's core may still
+        # wait for its acknowledgement, which can come after the message itself.
+        await asyncio.to_thread(sent.wait, 10)
         await layer.close()
 
     thread = threading.Thread(target=asyncio.run, args=(receiver(),))
@@ -507,6 +511,7 @@ def test_event_loops_in_sequence_and_async_to_sync(broker: Broker) -> None:
         started = time.perf_counter()
         async_to_sync(layer.group_send)("sync-senders", {"type": "m", "text": str(n)})
         timings.append((time.perf_counter() - started) * 1000)
+    sent.set()
     thread.join(10)
     assert got == [str(n) for n in range(5)]
     print(
