@@ -75,3 +75,12 @@ def test_the_frame_cache_keeps_no_large_message() -> None:
     big = "x" * 2000
     assert frames.frame(big) is not frames.frame(big)
     assert _parse(frames.frame(big)).data == big.encode()
+
+
+def test_a_mutable_buffer_is_framed_anew_each_time() -> None:
+    """A bytearray sent, changed and sent again goes out as it is at each send."""
+    frames = ws_internals.FrameCache()
+    buffer = bytearray(b"first")
+    assert _parse(frames.frame(buffer)).data == b"first"  # type: ignore[arg-type]
+    buffer[:] = b"second"
+    assert _parse(frames.frame(buffer)).data == b"second"  # type: ignore[arg-type]

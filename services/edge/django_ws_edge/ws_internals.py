@@ -91,7 +91,8 @@ class FrameCache:
     worker, each member's consumer sends the same string object (the event dicts are
     copies, their values are not), so the frame is built once and written to each
     socket, as ``websockets.broadcast`` does. One entry, and only for frames up to
-    ``max_bytes``: the cache never holds more than one modest message.
+    ``max_bytes``: the cache never holds more than one modest message. Only ``str`` and
+    ``bytes`` are kept: a ``bytearray`` sent again may have changed since.
     """
 
     def __init__(self, max_bytes: int = 65536) -> None:
@@ -106,6 +107,8 @@ class FrameCache:
             frame = Frame(Opcode.TEXT, data.encode()).serialize(mask=False)
         else:
             frame = Frame(Opcode.BINARY, data).serialize(mask=False)
+            if not isinstance(data, bytes):
+                return frame  # mutable: never kept
         if len(frame) <= self.max_bytes:
             self._data, self._frame = data, frame
         return frame
