@@ -367,6 +367,14 @@ class BrokerLink:
         )
 
     async def close(self) -> None:
+        """Close the link. Publishes the broker has not acknowledged yet are waited for
+        first while the link is up (for at most the transport's ``timeout``): they are
+        on their way, and a sender awaiting one would otherwise get BrokerUnavailable
+        and the publish be counted lost though the broker has it."""
+        if self.up and self._retained and not self._closing:
+            last = self._retained[-1][0]
+            with contextlib.suppress(TimeoutError, BrokerUnavailable):
+                await asyncio.wait_for(self.acknowledged(last), self.config.timeout)
         self._closing = True
         self._changed.set()
         if self._task is not None:
