@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -72,17 +73,25 @@ SHARED_VALUE_LENGTH_MAX = 512
 _shared_headers: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}
 
 
+def _shared(table: dict[Any, Any], key: Any, make: Callable[[], Any], length: int) -> Any:
+    """The object ``table`` keeps for ``key``, or a new one from ``make``, kept while the
+    table has room and the value is at most SHARED_VALUE_LENGTH_MAX long."""
+    shared = table.get(key)
+    if shared is None:
+        shared = make()
+        if len(table) < SHARED_VALUES_MAX and length <= SHARED_VALUE_LENGTH_MAX:
+            table[key] = shared
+    return shared
+
+
 def _header(name: bytes, value: str) -> tuple[bytes, bytes]:
     """One header of the scope, shared with other scopes where its value repeats."""
     if name not in _SHARED_VALUE_NAMES:
         return (name, value.encode("latin-1"))
-    key = (name, value)
-    shared = _shared_headers.get(key)
-    if shared is None:
-        shared = (name, value.encode("latin-1"))
-        if len(_shared_headers) < SHARED_VALUES_MAX and len(value) <= SHARED_VALUE_LENGTH_MAX:
-            _shared_headers[key] = shared
-    return shared
+    pair: tuple[bytes, bytes] = _shared(
+        _shared_headers, (name, value), lambda: (name, value.encode("latin-1")), len(value)
+    )
+    return pair
 
 
 # Client and server host strings, shared the same way: behind a proxy every connection
@@ -94,12 +103,9 @@ def _address(sock_address: Any) -> list[Any] | None:
     if not (isinstance(sock_address, tuple) and len(sock_address) >= 2):
         return None
     host = sock_address[0]
-    shared = _shared_hosts.get(host)
-    if shared is None:
-        shared = host
-        if len(_shared_hosts) < SHARED_VALUES_MAX and isinstance(host, str):
-            _shared_hosts[host] = host
-    return [shared, sock_address[1]]
+    if isinstance(host, str):
+        host = _shared(_shared_hosts, host, lambda: host, len(host))
+    return [host, sock_address[1]]
 
 
 def build_scope(connection: ServerConnection, request: Request) -> dict[str, Any]:

@@ -121,9 +121,12 @@ def write_frame(connection: Connection, data: str | bytes, frames: FrameCache) -
     fragmented message in progress, nothing queued in the protocol ahead of it, no
     debug logging of frames. False when the caller must go through the protocol."""
     protocol = connection.protocol
-    if protocol.extensions or protocol.writes or protocol.expect_continuation_frame:
-        return False
-    if protocol.debug:
+    if (
+        protocol.extensions
+        or protocol.writes
+        or protocol.expect_continuation_frame
+        or protocol.debug
+    ):
         return False
     connection.transport.write(frames.frame(data))
     return True
