@@ -3,11 +3,11 @@
 A gRPC stream message costs far more than a publish or a delivery: its write, the read
 at the other end and a hop through each side's completion-queue thread came to a few
 hundred microseconds of CPU per message in S1's profiles. So a stream that wrote less
-than :data:`BUSY_WINDOW_SECONDS` ago is busy, and waits :data:`LINGER_SECONDS` before
-writing again, gathering what comes meanwhile into the same frame; an idle stream
-writes at once, so a lone chat message pays no added latency. The edge's links
+than :data:`BUSY_WINDOW_SECONDS` ago is busy, and lets its next batch gather until the
+batch's first operation has waited :data:`LINGER_SECONDS`; an idle stream writes at
+once, so a lone chat message pays no added latency. The edge's links
 (``django_ws_edge.links``) and the broker's streams (``django_ws_broker.servicer``)
-both follow this rule, with these values.
+both follow this rule, with these values, through :func:`linger_left`.
 """
 
 from __future__ import annotations
@@ -18,3 +18,17 @@ LINGER_SECONDS = 0.003
 
 BUSY_WINDOW_SECONDS = 0.005
 """A stream that wrote less than this long ago is busy."""
+
+
+def linger_left(now: float, first_queued: float, last_write: float) -> float:
+    """Seconds a stream should still wait before writing the batch whose first
+    operation was queued at ``first_queued`` (all three on one monotonic clock).
+
+    The wait is counted from the batch's first operation, not from when the writer got
+    to run: an event loop busy enough to have kept that operation waiting
+    ``LINGER_SECONDS`` already gathered the batch, and a further fixed wait would only
+    add latency where load is highest.
+    """
+    if now - last_write >= BUSY_WINDOW_SECONDS:
+        return 0.0
+    return max(0.0, first_queued + LINGER_SECONDS - now)

@@ -211,3 +211,19 @@ def test_an_event_too_large_to_forward_is_refused_naming_the_limit() -> None:
         assert reason.startswith("event too large") and "over the 1000 bytes" in reason
     assert drain(edge) == [] and shard.counters.refused == 3 and shard.counters.published == 0
     assert shard.publish(publish("g")) is None and len(drain(edge)) == 1
+
+
+def test_a_stream_knows_when_its_oldest_queued_delivery_arrived() -> None:
+    # The writer lingers from this moment (django_ws_proto.batching.linger_left).
+    shard = ShardState()
+    edge = shard.attach("ws.a")
+    shard.subscribe(edge, "room")
+    shard.publish(publish("room", "one"))
+    first = edge.first_queued
+    assert first > 0
+    shard.publish(publish("room", "two"))
+    assert edge.first_queued == first  # the queue was not empty: still the oldest's time
+    drain(edge)
+    shard.publish(publish("room", "three"))
+    assert edge.first_queued >= first  # found the queue empty: a new batch begins
+    assert len(drain(edge)) == 1

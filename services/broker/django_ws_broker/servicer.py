@@ -17,7 +17,7 @@ from django_ws_broker.auth import attach_identity_refusal
 from django_ws_broker.metrics import PUBLISH_SECONDS
 from django_ws_broker.shard import REPLACED, EdgeStream, ShardState, edge_id_error
 from django_ws_proto import tracing as wire_tracing
-from django_ws_proto.batching import BUSY_WINDOW_SECONDS, LINGER_SECONDS
+from django_ws_proto.batching import linger_left
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.broker")
@@ -270,13 +270,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def _write_loop(self, edge: EdgeStream, context: grpc.aio.ServicerContext) -> None:
         queue = edge.queue
         max_bytes = self.max_batch_bytes
-        loop = asyncio.get_running_loop()
         last_write = 0.0
         while True:
             item, size = await edge.take()
-            if loop.time() - last_write < BUSY_WINDOW_SECONDS:
-                # A busy stream gathers a little more into each frame (see LINGER_SECONDS).
-                await asyncio.sleep(LINGER_SECONDS)
+            # A busy stream gathers a little more into each frame (see linger_left).
+            wait = linger_left(time.monotonic(), edge.first_queued, last_write)
+            if wait > 0:
+                await asyncio.sleep(wait)
             frame = broker_pb2.BrokerFrame()
             deliveries: list[broker_pb2.Delivery] = []
             batch_bytes = 0
@@ -302,7 +302,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             frame.dropped = edge.take_dropped()
             frame.acked = edge.acked
             await context.write(frame)
-            last_write = loop.time()
+            last_write = time.monotonic()
 
     async def Publish(
         self, request: broker_pb2.PublishRequest, context: grpc.aio.ServicerContext

@@ -86,12 +86,17 @@ class EdgeStream:
     closed: bool = False
     # The highest publish seq of this edge applied so far, told back in every frame.
     acked: int = 0
+    # When the oldest item still queued arrived, near enough (monotonic): set when an
+    # item finds the queue empty, for the writer's linger (django_ws_proto.batching).
+    first_queued: float = 0.0
     _sizes: deque[int] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size + _CONTROL_HEADROOM)
 
     def _put(self, item: QueueItem, size: int) -> None:
+        if not self._sizes:
+            self.first_queued = time.monotonic()
         self.queue.put_nowait(item)
         self._sizes.append(size)
         self.queued_bytes += size

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from django_ws_client.transport.channels import (
 )
 from django_ws_client.transport.config import TransportConfig
 from django_ws_edge import metrics
-from django_ws_proto.batching import BUSY_WINDOW_SECONDS, LINGER_SECONDS
+from django_ws_proto.batching import linger_left
 from django_ws_proto.grpc_channels import open_aio_channel
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
@@ -78,8 +79,12 @@ class _FrameBuilder:
         self._rank = 0
         self._publish_bytes = 0
         self._members = 0
+        # When the first operation of the frames not yet taken was queued (monotonic).
+        self.first_queued = 0.0
 
     def _frame_for(self, rank: int) -> broker_pb2.EdgeFrame:
+        if not self.frames:
+            self.first_queued = time.monotonic()
         if not self.frames or rank < self._rank:
             self.frames.append(broker_pb2.EdgeFrame())
             self._publish_bytes = 0
@@ -516,7 +521,6 @@ class BrokerLink:
         # both would cost a task and a wait set for every frame written.
         reader.add_done_callback(lambda _reader: self._wake.set())
         try:
-            loop = asyncio.get_running_loop()
             last_write = 0.0
             while True:
                 if not self._builder.frames and self._pending_barrier is None:
@@ -526,8 +530,10 @@ class BrokerLink:
                 if reader.done():
                     reader.result()  # the stream's error, if it ended with one
                     return
-                if loop.time() - last_write < BUSY_WINDOW_SECONDS:
-                    await asyncio.sleep(LINGER_SECONDS)
+                if self._builder.frames:
+                    wait = linger_left(time.monotonic(), self._builder.first_queued, last_write)
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 frames = self._builder.take()
                 if self._pending_barrier is not None:
                     token, _ = self._pending_barrier
@@ -537,7 +543,7 @@ class BrokerLink:
                     frames[-1].sync = token
                 for frame in frames:
                     await call.write(frame)
-                last_write = loop.time()
+                last_write = time.monotonic()
         finally:
             reader.cancel()
             call.cancel()
