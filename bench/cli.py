@@ -234,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         "this rate (deliveries/s); needs py-spy",
     )
     run.add_argument(
+        "--profile-echo",
+        action="store_true",
+        help="record py-spy profiles of the server processes during S4's measured echo step",
+    )
+    run.add_argument(
         "--profile-dir",
         type=Path,
         default=BENCH_DIR / "results" / "profiles",
@@ -326,6 +331,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         settle_seconds=0.5 if quick else 2.0,
         quiet_max_seconds=10.0 if quick else 60.0,
         profile_rate=args.profile_rate,
+        profile_echo=args.profile_echo,
         profile_dir=args.profile_dir,
     )
 

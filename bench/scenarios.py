@@ -66,6 +66,7 @@ class RunOptions:
     quiet_cores: float = 0.2
     quiet_max_seconds: float = 60.0
     profile_rate: float | None = None
+    profile_echo: bool = False
     profile_dir: Path | None = None
 
 
@@ -377,16 +378,21 @@ class ScenarioRunner:
             if cores <= options.quiet_cores or waited >= options.quiet_max_seconds:
                 return waited
 
-    def _start_profile(self, rate: float, seconds: float) -> asyncio.Task[list[Path]] | None:
-        """Profile the server during this step when its rate is the one asked for."""
+    def _start_profile(
+        self, rate: float | None, seconds: float
+    ) -> asyncio.Task[list[Path]] | None:
+        """Profile the server during this step when its rate is the one asked for, or
+        during the echo step (``rate`` None) when ``--profile-echo`` asked for it."""
         options = self.options
-        if options.profile_rate is None or rate != options.profile_rate:
+        wanted = options.profile_echo if rate is None else rate == options.profile_rate
+        if not wanted:
             return None
         from bench.profiling import record
 
         directory = options.profile_dir or Path("bench/results/profiles")
         directory.mkdir(parents=True, exist_ok=True)
-        tag = f"{self.system.spec.key}-{self._scenario_key}-{rate:.0f}"
+        step = "echo" if rate is None else f"{rate:.0f}"
+        tag = f"{self.system.spec.key}-{self._scenario_key}-{step}"
 
         async def later() -> list[Path]:
             await asyncio.sleep(min(1.0, seconds / 4))  # past the step's first moments
@@ -500,9 +506,13 @@ class ScenarioRunner:
             if opened["failed"]:
                 return {"error": f"{opened['failed']} connections failed to open", "open": opened}
             await gens.echo(options.warmup_seconds, options.payload_bytes)
+            self._scenario_key = scenario.key
+            profile = self._start_profile(None, options.step_seconds)
             meter = CpuMeter(self.system.server_tree(), gens.pids())
             outcome = await gens.echo(options.step_seconds, options.payload_bytes)
             cores, others = meter.read()
+            if profile is not None:
+                outcome["profiles"] = [str(path) for path in await profile]
             outcome["other_processes_cpu_cores"] = round(others, 3)
             saturated = [c for c in outcome["generator_cpu"] if c > options.generator_cpu_limit]
             outcome["valid"] = not saturated

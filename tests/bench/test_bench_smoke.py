@@ -215,3 +215,47 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
     assert data["scenarios"]["S7"]["results"]["bare"]["accepted"] == 100
     assert (tmp_path / "results" / "bench-s6.png").exists()
     assert (tmp_path / "results" / "bench-s7.png").exists()
+
+
+@pytest.mark.skipif(NO_NODE, reason="the load generator needs node and npm")
+@pytest.mark.skipif(bool(MISSING), reason=f"the bench extra is not installed: {MISSING}")
+@pytest.mark.skipif(shutil.which("py-spy") is None, reason="py-spy is not installed")
+def test_echo_step_is_profiled_on_request(tmp_path: Path) -> None:
+    """``--profile-echo`` samples every worker during S4's measured step: a summary per
+    worker that names the echo consumer, beside the raw collapsed stacks."""
+    profiles = tmp_path / "profiles"
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    run_bench(
+        [
+            "--quick",
+            "--scenarios",
+            "S4",
+            "--systems",
+            "django-ws",
+            "--workers",
+            "1",
+            "--step-seconds",
+            "3",
+            "--warmup-seconds",
+            "0.5",
+            "--no-broker",
+            "--profile-echo",
+            "--profile-dir",
+            str(profiles),
+            "--output",
+            str(tmp_path / "results.json"),
+        ],
+        env,
+        timeout=100,
+    )
+    summaries = sorted(profiles.glob("django-ws-S4-echo-edge-worker-*-summary.md"))
+    assert len(summaries) == 1, sorted(p.name for p in profiles.iterdir())
+    text = summaries[0].read_text()
+    print(text[:600])
+    assert "samples at 200 Hz" in text and "## inclusive time" in text, text
+    assert "EchoConsumer.receive" in text, text
+    assert summaries[0].with_name(summaries[0].name.replace("-summary.md", ".txt")).exists()
+    data = json.loads((tmp_path / "results.json").read_text())
+    result = data["scenarios"]["S4"]["results"]["django-ws"]
+    assert str(summaries[0]) in result["profiles"], result
