@@ -27,6 +27,10 @@ PRESENCE_JOIN = "presence.join"
 PRESENCE_LEAVE = "presence.leave"
 PRESENCE_TYPES = frozenset({PRESENCE_JOIN, PRESENCE_LEAVE})
 
+DEFAULT_PRESENCE_GRACE_SECONDS = 5.0
+"""How long a user's last connection may be gone before its ``presence.leave``: the
+broker's own default (``--presence-grace-seconds``), which the in-memory layer keeps too."""
+
 USER_GROUP_PREFIX = "user."
 """What a user's group name starts with: ``user.<pk>``."""
 

@@ -6,6 +6,11 @@ fails here fails in production too. Tests see what they see in Channels' layer:
 ``channels`` (a dict of channel to the queue of events waiting for ``receive()``),
 ``new_channel``, ``send``, ``receive``, ``flush``, ``capacity`` and ``expiry``.
 
+Presence groups get ``presence.join`` and ``presence.leave`` events as the broker sends
+them: a user's first connection in the group is a join (its own connection included),
+its last one leaving is a leave once ``CONFIG['presence_grace_seconds']`` (the broker's 5
+by default; 0 in a test that wants the leave at once) passed without it coming back.
+
 Configured in settings, it is only in-process where Django's test environment is set
 up; elsewhere (views, the websocket server) the transport builds the embedded broker's
 layer instead, so a ``group_send`` from a view is never swallowed by a process that has
@@ -16,11 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
 from django_ws_client.exceptions import ChannelFull
-from django_ws_client.presence import Present, encode_info, require_presence
+from django_ws_client.presence import (
+    DEFAULT_PRESENCE_GRACE_SECONDS,
+    PRESENCE_JOIN,
+    PRESENCE_LEAVE,
+    Present,
+    encode_info,
+    require_presence,
+)
 from django_ws_client.transport.base import (
     ChannelLayer,
     channel_of,
@@ -34,6 +47,72 @@ from django_ws_proto.names import require_group_name
 Deliver = Callable[[Any], bool]
 
 
+class _PresenceEvents:
+    """Who is in each presence group of an in-memory layer, per user, and when a join
+    or a leave is due: the broker's rule (first connection joins, the last one leaves
+    after the grace period unless the user comes back), for one process."""
+
+    def __init__(self, grace: float, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        self.grace = grace
+        self.emit = emit
+        # group -> user key -> channel -> the info it joined with
+        self.users: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+        # (group, channel) -> user key, for a channel that leaves
+        self.user_of: dict[tuple[str, str], str] = {}
+        # (group, user) -> the timer and info of a leave waiting for its grace period
+        self.leaving: dict[tuple[str, str], tuple[asyncio.TimerHandle, dict[str, Any]]] = {}
+
+    def joined(self, group: str, channel: str, user: str, info: dict[str, Any]) -> None:
+        if (group, channel) in self.user_of:
+            return
+        self.user_of[(group, channel)] = user
+        channels = self.users.setdefault(group, {}).setdefault(user, {})
+        first = not channels
+        channels[channel] = info
+        if first:
+            waiting = self.leaving.pop((group, user), None)
+            if waiting is not None:
+                waiting[0].cancel()  # back within the grace period: no event at all
+            else:
+                self.emit(group, _presence_event(PRESENCE_JOIN, group, user, info))
+
+    def left(self, group: str, channel: str) -> None:
+        user = self.user_of.pop((group, channel), None)
+        if user is None:
+            return
+        users = self.users[group]
+        info = users[user].pop(channel)
+        if users[user]:
+            return
+        del users[user]
+        if not users:
+            del self.users[group]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # no loop left to wait in: the leave is due now
+        if self.grace <= 0 or loop is None:
+            self.emit(group, _presence_event(PRESENCE_LEAVE, group, user, info))
+            return
+        timer = loop.call_later(self.grace, self._leave_now, group, user, info)
+        self.leaving[(group, user)] = (timer, info)
+
+    def _leave_now(self, group: str, user: str, info: dict[str, Any]) -> None:
+        self.leaving.pop((group, user), None)
+        self.emit(group, _presence_event(PRESENCE_LEAVE, group, user, info))
+
+    def clear(self) -> None:
+        for timer, _ in self.leaving.values():
+            timer.cancel()
+        self.leaving.clear()
+        self.users.clear()
+        self.user_of.clear()
+
+
+def _presence_event(kind: str, group: str, user: str, info: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "group": group, "user": user, "info": info}
+
+
 class InMemoryChannelLayer(ChannelLayer):
     """Groups and channels held in this process."""
 
@@ -42,6 +121,10 @@ class InMemoryChannelLayer(ChannelLayer):
         self.groups: dict[str, set[str]] = {}
         self.channels: dict[str, asyncio.Queue[Any]] = {}
         self._consumers: dict[str, Deliver] = {}
+        grace = self.config.presence_grace_seconds
+        self._presence = _PresenceEvents(
+            DEFAULT_PRESENCE_GRACE_SECONDS if grace is None else grace, self._to_members
+        )
 
     def attach(self, channel: str, deliver: Deliver) -> None:
         """Route events for ``channel`` to a consumer's port (used by the communicator)."""
@@ -49,11 +132,13 @@ class InMemoryChannelLayer(ChannelLayer):
 
     def detach(self, channel: str) -> None:
         self._consumers.pop(channel, None)
-        self.presence_infos.pop(channel, None)
         for group, members in list(self.groups.items()):
-            members.discard(channel)
-            if not members:
-                del self.groups[group]
+            if channel in members:
+                members.discard(channel)
+                if not members:
+                    del self.groups[group]
+                self._presence.left(group, channel)
+        self.presence_infos.pop(channel, None)
 
     def _decode(self, message: Any) -> Any:
         return event_from_wire(codec.decode(self.encode_event(message)))
@@ -85,22 +170,29 @@ class InMemoryChannelLayer(ChannelLayer):
         name = channel_of(channel)
         if info is not None:
             self.set_presence_info(name, info)
-        self.presence_member(require_group_name(group), name)  # too large: refused here
+        # Too large an info dict is refused here, before the channel joins.
+        presence, user, body = self.presence_member(require_group_name(group), name)
         self.groups.setdefault(group, set()).add(name)
+        if presence:
+            self._presence.joined(group, name, user or name, json.loads(body) if body else {})
 
     async def group_discard(self, group: str, channel: Any) -> None:
+        name = channel_of(channel)
         members = self.groups.get(require_group_name(group))
-        if members is not None:
-            members.discard(channel_of(channel))
+        if members is not None and name in members:
+            members.discard(name)
             if not members:
                 del self.groups[group]
+            self._presence.left(group, name)
 
     async def group_send(self, group: str, message: Any, *, exclude: Any = None) -> None:
         require_group_name(group)
         self.encode_event(message)  # refuse a bad event even when the group is empty
-        excluded = set(exclude_list(exclude))
+        self._to_members(group, message, set(exclude_list(exclude)))
+
+    def _to_members(self, group: str, message: Any, excluded: set[str] | None = None) -> None:
         for channel in list(self.groups.get(group, ())):
-            if channel in excluded:
+            if excluded and channel in excluded:
                 continue
             # As in Channels: a full member does not fail the group send.
             with contextlib.suppress(ChannelFull):
@@ -113,8 +205,8 @@ class InMemoryChannelLayer(ChannelLayer):
         return sorted(self.groups.get(require_group_name(group), ()))
 
     async def group_presence(self, group: str) -> list[Present]:
-        """Who is present, from the info dicts members joined with (this layer sends
-        no presence events: it has no broker to coalesce them)."""
+        """Who is present, from the info dicts members joined with; a user whose leave
+        waits for its grace period is listed with 0 connections, as the broker does."""
         require_presence(self.config, require_group_name(group))
         users: dict[str, Present] = {}
         for channel in sorted(self.groups.get(group, ())):
@@ -123,8 +215,12 @@ class InMemoryChannelLayer(ChannelLayer):
             key = user or channel
             seen = users.get(key)
             users[key] = Present(key, dict(info or {}), 1 if seen is None else seen.connections + 1)
+        for (leaving_group, user), (_, info) in self._presence.leaving.items():
+            if leaving_group == group and user not in users:
+                users[user] = Present(user, dict(info), 0)
         return list(users.values())
 
     async def flush(self) -> None:
         self.groups.clear()
         self.channels.clear()
+        self._presence.clear()

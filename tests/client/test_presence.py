@@ -3,8 +3,11 @@ errors for misuse, and their system checks."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 import types
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
@@ -15,6 +18,7 @@ from django.urls import re_path
 from django_ws_client.consumers import AsyncWebsocketConsumer
 from django_ws_client.exceptions import PresenceInfoTooLarge, PresenceNotEnabled
 from django_ws_client.presence import default_info, user_group
+from django_ws_client.testing import WebsocketCommunicator
 from django_ws_client.transport import InMemoryChannelLayer
 from django_ws_client.transport.config import InvalidChannelLayerError, parse_config
 
@@ -48,6 +52,84 @@ async def test_presence_dedupes_users_and_refuses_misuse() -> None:
     with pytest.raises(PresenceInfoTooLarge, match="presence_info_bytes"):
         await memory.group_add("lobby_1", "a!4", info={"id": 8, "bio": "x" * 2000})
     assert await memory.group_size("lobby_1") == 3
+
+
+async def test_presence_events_one_join_per_user_and_a_leave_after_grace() -> None:
+    """As the broker sends them: a user's first connection joins (its own included),
+    a second one makes no event, the last one leaving is a leave after the grace period,
+    and coming back within it makes no event at all."""
+    memory = InMemoryChannelLayer(presence_groups=["lobby_*"], presence_grace_seconds=0.2)
+    seen: dict[str, list[tuple[str, str]]] = {"b!1": [], "a!1": [], "a!2": []}
+    for channel, inbox in seen.items():
+        memory.attach(
+            channel,
+            lambda event, inbox=inbox: inbox.append((event["type"], event["user"])) or True,
+        )
+    await memory.group_add("lobby_1", "b!1", info={"id": 2, "name": "Bob"})
+    await memory.group_add("lobby_1", "a!1", info={"id": 7, "name": "Alice"})
+    await memory.group_add("lobby_1", "a!2", info={"id": 7, "name": "Alice"})
+    await memory.group_add("room", "a!1", info={"id": 7, "name": "Alice"})  # no presence
+    assert seen["b!1"] == [("presence.join", "2"), ("presence.join", "7")]
+    assert seen["a!1"] == [("presence.join", "7")]
+    assert seen["a!2"] == []
+    await memory.group_discard("lobby_1", "a!1")
+    memory.detach("a!2")  # a tab closed: its groups go with it
+    assert seen["b!1"][2:] == []  # not before the grace period
+    present = {p.user: p.connections for p in await memory.group_presence("lobby_1")}
+    assert present == {"2": 1, "7": 0}  # listed with no connection until the leave
+    await asyncio.sleep(0.3)
+    assert seen["b!1"][2:] == [("presence.leave", "7")]
+    assert [p.user for p in await memory.group_presence("lobby_1")] == ["2"]
+    # Back within the grace period: neither a leave nor a join.
+    await memory.group_discard("lobby_1", "b!1")
+    await memory.group_add("lobby_1", "b!1", info={"id": 2, "name": "Bob"})
+    await asyncio.sleep(0.3)
+    assert seen["b!1"][3:] == []
+    # Anonymous members are each their own entry, named by channel; flush forgets a
+    # leave still waiting.
+    memory.attach("anon!1", lambda event: True)
+    await memory.group_add("lobby_1", "anon!1")
+    assert seen["b!1"][3:] == [("presence.join", "anon!1")]
+    await memory.group_discard("lobby_1", "anon!1")
+    await memory.flush()
+    await asyncio.sleep(0.3)
+    assert seen["b!1"][4:] == []
+
+
+class LobbyConsumer(AsyncWebsocketConsumer):
+    presence_groups = ["lobby"]
+
+    def presence_info(self) -> dict[str, Any] | None:
+        return {"id": self.scope["path"].strip("/").rsplit("/", 1)[-1]}
+
+    async def presence_join(self, event: dict[str, Any]) -> None:
+        await self.send(json.dumps(["join", event["user"], event["info"]]))
+
+    async def presence_leave(self, event: dict[str, Any]) -> None:
+        await self.send(json.dumps(["leave", event["user"]]))
+
+
+async def test_presence_handlers_run_under_the_communicator() -> None:
+    """A consumer's presence_join and presence_leave handlers, tested the way Channels
+    tests consumers: two communicators on the project's in-memory layer."""
+    backends = {
+        "default": {
+            "BACKEND": "django_ws_client.transport.InMemoryChannelLayer",
+            "CONFIG": {"presence_groups": ["lobby"], "presence_grace_seconds": 0},
+        }
+    }
+    with override_settings(WEBSOCKET_TRANSPORT_BACKENDS=backends):
+        bob = WebsocketCommunicator(LobbyConsumer.as_asgi(), "/ws/lobby/bob/")
+        assert (await bob.connect())[0]
+        assert json.loads(await bob.receive_from()) == ["join", "bob", {"id": "bob"}]
+        alice = WebsocketCommunicator(LobbyConsumer.as_asgi(), "/ws/lobby/alice/")
+        assert (await alice.connect())[0]
+        assert json.loads(await alice.receive_from()) == ["join", "alice", {"id": "alice"}]
+        assert json.loads(await bob.receive_from()) == ["join", "alice", {"id": "alice"}]
+        await alice.disconnect()
+        assert json.loads(await bob.receive_from()) == ["leave", "alice"]
+        assert await bob.receive_nothing()
+        await bob.disconnect()
 
 
 def test_default_info_and_user_group() -> None:
