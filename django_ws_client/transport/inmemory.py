@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,12 +60,14 @@ class _PresenceEvents:
         self.users: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
         # (group, channel) -> user key, for a channel that leaves
         self.user_of: dict[tuple[str, str], str] = {}
-        # (group, user) -> the timer and info of a leave waiting for its grace period
-        self.leaving: dict[tuple[str, str], tuple[asyncio.TimerHandle, dict[str, Any]]] = {}
+        # (group, user) -> the timer, due time and info of a leave waiting for its grace
+        # period (the layer outlives a test's event loop, and its timers with it)
+        self.leaving: dict[tuple[str, str], tuple[asyncio.TimerHandle, float, dict[str, Any]]] = {}
 
     def joined(self, group: str, channel: str, user: str, info: dict[str, Any]) -> None:
         if (group, channel) in self.user_of:
             return
+        self.settle()
         self.user_of[(group, channel)] = user
         channels = self.users.setdefault(group, {}).setdefault(user, {})
         first = not channels
@@ -95,14 +98,23 @@ class _PresenceEvents:
             self.emit(group, _presence_event(PRESENCE_LEAVE, group, user, info))
             return
         timer = loop.call_later(self.grace, self._leave_now, group, user, info)
-        self.leaving[(group, user)] = (timer, info)
+        self.leaving[(group, user)] = (timer, time.monotonic() + self.grace, info)
 
     def _leave_now(self, group: str, user: str, info: dict[str, Any]) -> None:
         self.leaving.pop((group, user), None)
         self.emit(group, _presence_event(PRESENCE_LEAVE, group, user, info))
 
+    def settle(self) -> None:
+        """Send the leaves already due whose timers could not run (their event loop,
+        a finished test's, is closed), so a user who comes back later joins anew."""
+        now = time.monotonic()
+        for (group, user), (timer, due, info) in list(self.leaving.items()):
+            if due <= now:
+                timer.cancel()
+                self._leave_now(group, user, info)
+
     def clear(self) -> None:
-        for timer, _ in self.leaving.values():
+        for timer, _, _ in self.leaving.values():
             timer.cancel()
         self.leaving.clear()
         self.users.clear()
@@ -208,6 +220,7 @@ class InMemoryChannelLayer(ChannelLayer):
         """Who is present, from the info dicts members joined with; a user whose leave
         waits for its grace period is listed with 0 connections, as the broker does."""
         require_presence(self.config, require_group_name(group))
+        self._presence.settle()
         users: dict[str, Present] = {}
         for channel in sorted(self.groups.get(group, ())):
             info = self.presence_infos.get(channel)
@@ -215,7 +228,7 @@ class InMemoryChannelLayer(ChannelLayer):
             key = user or channel
             seen = users.get(key)
             users[key] = Present(key, dict(info or {}), 1 if seen is None else seen.connections + 1)
-        for (leaving_group, user), (_, info) in self._presence.leaving.items():
+        for (leaving_group, user), (_, _, info) in self._presence.leaving.items():
             if leaving_group == group and user not in users:
                 users[user] = Present(user, dict(info), 0)
         return list(users.values())

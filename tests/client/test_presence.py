@@ -132,6 +132,32 @@ async def test_presence_handlers_run_under_the_communicator() -> None:
         await bob.disconnect()
 
 
+def test_a_leave_outlives_the_event_loop_it_waited_in() -> None:
+    """The in-memory layer outlives a test's event loop: a leave still waiting when the
+    loop closed is sent once it is due, so the user's next join is a join again."""
+    memory = InMemoryChannelLayer(presence_groups=["lobby"], presence_grace_seconds=0.1)
+    seen: list[tuple[str, str]] = []
+    memory.attach("b!1", lambda event: seen.append((event["type"], event["user"])) or True)
+
+    async def first_test() -> None:
+        await memory.group_add("lobby", "b!1", info={"id": "bob"})
+        await memory.group_add("lobby", "a!1", info={"id": "alice"})
+        await memory.group_discard("lobby", "a!1")
+
+    async def second_test() -> None:
+        await asyncio.sleep(0.2)
+        await memory.group_add("lobby", "a!2", info={"id": "alice"})
+
+    asyncio.run(first_test())  # closes its loop with alice's leave still waiting
+    asyncio.run(second_test())
+    assert seen == [
+        ("presence.join", "bob"),
+        ("presence.join", "alice"),
+        ("presence.leave", "alice"),
+        ("presence.join", "alice"),
+    ]
+
+
 def test_default_info_and_user_group() -> None:
     user = User(pk=42, username="alice", first_name="Alice", last_name="Liddell")
     assert default_info({"user": user}) == {"id": 42, "name": "Alice Liddell"}
