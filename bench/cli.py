@@ -34,6 +34,7 @@ from bench.systems import (
     ensure_nats_server,
     ensure_redis_server,
     max_connections_per_worker,
+    runs_our_code,
     snapshot_baseline,
     snapshot_server_code,
     start_system,
@@ -80,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--baseline",
         metavar="COMMIT",
-        help="also run django-ws (each selected django-ws system) as it was at COMMIT, "
-        "side by side in the same run: a change measured against its predecessor",
+        help="also run django-ws (each selected django-ws system, and channels-djws where "
+        "COMMIT has the layer) as it was at COMMIT, side by side in the same run: a "
+        "change measured against its predecessor",
     )
     run.add_argument(
         "--scenarios",
@@ -374,11 +376,13 @@ async def run_all(
         with_baseline = []
         for key in systems:
             with_baseline.append(key)
-            if specs[key].kind == "django-ws":
+            if runs_our_code(specs[key], commit):
                 specs[f"{key}@base"] = dataclasses.replace(
                     specs[key], key=f"{key}@base", code=commit
                 )
                 with_baseline.append(f"{key}@base")
+            elif specs[key].layer == "djws":
+                log(f"baseline: {commit} has no GRPCChannelLayer; {key} runs without it")
         systems = with_baseline
         log(f"baseline: django-ws at {commit} runs beside the current code")
     data: dict[str, Any] = {

@@ -74,14 +74,17 @@ class SystemSpec:
     kind: str  # "django-ws", "channels" or "bare"
     workers: int
     layer: str = ""  # Channels: "core", "pubsub", "djws" or "nats" (LAYER_NAMES)
-    code: str = ""  # django-ws: "" for the run's own code, or the baseline commit
+    # django-ws and Channels on its layer: "" for the run's own code, or the baseline
+    # commit.
+    code: str = ""
 
     @property
     def label(self) -> str:
+        at = f" @{self.code}" if self.code else ""
         if self.kind == "django-ws":
-            return f"django-ws -w {self.workers}" + (f" @{self.code}" if self.code else "")
+            return f"django-ws -w {self.workers}{at}"
         if self.kind == "channels":
-            return f"Channels {LAYER_NAMES[self.layer]} x{self.workers}"
+            return f"Channels {LAYER_NAMES[self.layer]} x{self.workers}{at}"
         return "bare websockets x1"
 
 
@@ -159,6 +162,16 @@ def snapshot_baseline(workdir: Path, ref: str) -> str:
         shutil.move(extracted / source.relative_to(ROOT), target / name)
     _snapshots[commit] = target
     return commit
+
+
+def runs_our_code(spec: SystemSpec, commit: str) -> bool:
+    """Whether ``spec`` serves django-ws' code, so that ``--baseline`` runs it at
+    ``commit`` beside it: django-ws itself, and Channels on django-ws' layer (its
+    uvicorn workers and broker) where ``commit`` has that layer."""
+    if spec.kind == "django-ws":
+        return True
+    snapshot = _snapshots[commit]
+    return spec.layer == "djws" and (snapshot / "django_ws_client" / "layers.py").exists()
 
 
 def broker_command(address: str, *flags: str) -> list[str]:
@@ -341,10 +354,10 @@ def start_nats(registry: ProcessRegistry, workdir: Path) -> tuple[ManagedProcess
 
 
 def start_layer_broker(
-    registry: ProcessRegistry, workdir: Path, tag: str
+    registry: ProcessRegistry, workdir: Path, tag: str, code: str = ""
 ) -> tuple[ManagedProcess, str]:
-    """A django-ws broker of the run's own code for ``GRPCChannelLayer``, on a unix
-    socket as django-ws' embedded broker is."""
+    """A django-ws broker for ``GRPCChannelLayer``, of the run's own code or of the
+    baseline commit ``code``, on a unix socket as django-ws' embedded broker is."""
     address = f"unix:{workdir / f'{tag}-broker.sock'}"
     process = registry.start(
         ManagedProcess(
@@ -352,7 +365,7 @@ def start_layer_broker(
             args=broker_command(address),
             log_path=workdir / f"{tag}-broker.log",
             cwd=workdir,
-            env=python_env(),
+            env=python_env(code),
         )
     )
 
@@ -369,7 +382,7 @@ def start_layer_backend(
 ) -> tuple[ManagedProcess, dict[str, str]]:
     """The service behind a Channels system's layer, and the environment naming it."""
     if spec.layer == "djws":
-        broker, address = start_layer_broker(registry, workdir, tag)
+        broker, address = start_layer_broker(registry, workdir, tag, spec.code)
         return broker, {"BENCH_BROKER": address}
     if spec.layer == "nats":
         nats, nats_url = start_nats(registry, workdir)
@@ -453,6 +466,7 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
                 log_path=workdir / f"{tag}.log",
                 cwd=APPS / "channels_project",
                 env=python_env(
+                    spec.code,
                     DJANGO_SETTINGS_MODULE="channels_bench.settings",
                     BENCH_CHANNEL_LAYER=spec.layer,
                     BENCH_READY_FILE=str(ready_file),

@@ -259,3 +259,71 @@ def test_echo_step_is_profiled_on_request(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results.json").read_text())
     result = data["scenarios"]["S4"]["results"]["django-ws"]
     assert str(summaries[0]) in result["profiles"], result
+
+
+@pytest.mark.skipif(NO_NODE, reason="the load generator needs node and npm")
+@pytest.mark.skipif(bool(MISSING), reason=f"the bench extra is not installed: {MISSING}")
+@pytest.mark.skipif(not CHANNELS_DJWS, reason="Channels and uvicorn are not installed")
+def test_baseline_runs_channels_on_the_layer_of_that_commit(tmp_path: Path) -> None:
+    """``--baseline`` measures a change to django-ws' layer too: Channels on the layer
+    runs twice, its uvicorn workers importing the run's code once and the commit's
+    once, and every delivery of both is counted."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    output = tmp_path / "results.json"
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    completed = run_bench(
+        [
+            "--connections",
+            "20",
+            "--rooms",
+            "2",
+            "--systems",
+            "channels-djws",
+            "--workers",
+            "1",
+            "--rates",
+            "100",
+            "--step-seconds",
+            "2",
+            "--warmup-seconds",
+            "0.5",
+            "--drain-seconds",
+            "2",
+            "--baseline",
+            "HEAD",
+            "--keep-logs",
+            "--output",
+            str(output),
+        ],
+        env,
+        timeout=150,
+    )
+    workdir = Path(completed.stderr.split("server logs: ")[1].split()[0])
+    try:
+        data = json.loads(output.read_text())
+        assert data["systems"]["channels-djws@base"]["label"].endswith(f"@{head}"), data
+        results = data["scenarios"]["custom"]["results"]
+        assert set(results) == {"channels-djws", "channels-djws@base"}, results
+        for system, result in results.items():
+            fixed = result["fixed"]
+            print(f"{system}: {fixed['received']} of {fixed['expected']} deliveries")
+            assert fixed["expected"] >= 150, (system, fixed)
+            assert fixed["received"] == fixed["expected"] and fixed["missing"] == 0
+        served_from = {}
+        for ready in workdir.glob("*.ready"):
+            system = ready.name.rsplit("-", 1)[0]
+            served_from[system] = {line.split()[1] for line in ready.read_text().splitlines()}
+        print(f"served from: {served_from}")
+        assert served_from == {
+            "channels-djws": {str(workdir / "server-code")},
+            "channels-djws@base": {str(workdir / f"baseline-{head}")},
+        }, served_from
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -2,7 +2,9 @@
 (``AllowedHostsOriginValidator`` left out, as django-ws' origin check allows ``*``).
 
 It also answers the ASGI lifespan protocol, only to tell the harness that a worker is
-up: each worker appends its pid to ``BENCH_READY_FILE`` once it can serve.
+up: each worker appends its pid to ``BENCH_READY_FILE`` once it can serve, and on
+django-ws' layer the folder its ``django_ws_client`` came from (the run's code or a
+``--baseline`` commit's).
 """
 
 import os
@@ -20,8 +22,13 @@ router = ProtocolTypeRouter({"websocket": URLRouter(websocket_urlpatterns)})
 
 
 def mark_ready(ready_file: str) -> None:
+    line = str(os.getpid())
+    if os.environ.get("BENCH_CHANNEL_LAYER") == "djws":
+        import django_ws_client
+
+        line += " " + os.path.dirname(os.path.dirname(django_ws_client.__file__))
     with open(ready_file, "a") as f:
-        f.write(f"{os.getpid()}\n")
+        f.write(line + "\n")
 
 
 async def application(scope, receive, send):
