@@ -53,11 +53,11 @@ CHANNELS_NATS = (
 )
 
 
-def run_bench(
-    args: list[str], env: dict[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """``python -m bench run ARGS`` from the checkout; fails the test with the end of its
-    output when it does not exit 0."""
+def run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m bench run ARGS`` from the checkout, outside any Django settings the
+    test run set; fails the test with the end of its output when it does not exit 0."""
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "run", *args],
         cwd=ROOT,
@@ -68,6 +68,29 @@ def run_bench(
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed
+
+
+def tiny_fanout(systems: list[str], workers: int) -> list[str]:
+    """The tiny fan-out workload the runs share: 20 connections in 2 rooms, one fixed
+    step of 2 s at 100 deliveries/s (about 200 deliveries), and a 2 s drain."""
+    return [
+        "--connections",
+        "20",
+        "--rooms",
+        "2",
+        "--systems",
+        ",".join(systems),
+        "--workers",
+        str(workers),
+        "--rates",
+        "100",
+        "--step-seconds",
+        "2",
+        "--warmup-seconds",
+        "0.5",
+        "--drain-seconds",
+        "2",
+    ]
 
 
 @pytest.mark.skipif(NO_NODE, reason="the load generator needs node and npm")
@@ -81,30 +104,12 @@ def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
     )
     print(f"\nsystems: {', '.join(systems)}")
     output = tmp_path / "results.json"
-    env = dict(os.environ)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     completed = run_bench(
         [
-            "--connections",
-            "20",
-            "--rooms",
-            "2",
-            "--systems",
-            ",".join(systems),
-            "--workers",
-            "2",
-            "--rates",
-            "100",
-            "--step-seconds",
-            "2",
-            "--warmup-seconds",
-            "0.5",
-            "--drain-seconds",
-            "2",
+            *tiny_fanout(systems, workers=2),
             "--output",
             str(output),
         ],
-        env,
         timeout=220,
     )
     if CHANNELS:
@@ -156,8 +161,6 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
     is counted in RSS and CPU; every storm handshake is accepted or refused with 503 at
     django-ws' configured limit, none lost."""
     output = tmp_path / "results.json"
-    env = dict(os.environ)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     completed = run_bench(
         [
             "--quick",
@@ -187,7 +190,6 @@ def test_tiny_many_idle_and_storm_run(tmp_path: Path) -> None:
             "--output",
             str(output),
         ],
-        env,
         timeout=100,
     )
     print(completed.stdout[-2500:])
@@ -224,8 +226,6 @@ def test_echo_step_is_profiled_on_request(tmp_path: Path) -> None:
     """``--profile-echo`` samples every worker during S4's measured step: a summary per
     worker that names the echo consumer, beside the raw collapsed stacks."""
     profiles = tmp_path / "profiles"
-    env = dict(os.environ)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     run_bench(
         [
             "--quick",
@@ -246,7 +246,6 @@ def test_echo_step_is_profiled_on_request(tmp_path: Path) -> None:
             "--output",
             str(tmp_path / "results.json"),
         ],
-        env,
         timeout=100,
     )
     summaries = sorted(profiles.glob("django-ws-S4-echo-edge-worker-*-summary.md"))
@@ -276,33 +275,15 @@ def test_baseline_runs_channels_on_the_layer_of_that_commit(tmp_path: Path) -> N
         text=True,
     ).stdout.strip()
     output = tmp_path / "results.json"
-    env = dict(os.environ)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     completed = run_bench(
         [
-            "--connections",
-            "20",
-            "--rooms",
-            "2",
-            "--systems",
-            "channels-djws",
-            "--workers",
-            "1",
-            "--rates",
-            "100",
-            "--step-seconds",
-            "2",
-            "--warmup-seconds",
-            "0.5",
-            "--drain-seconds",
-            "2",
+            *tiny_fanout(["channels-djws"], workers=1),
             "--baseline",
             "HEAD",
             "--keep-logs",
             "--output",
             str(output),
         ],
-        env,
         timeout=150,
     )
     workdir = Path(completed.stderr.split("server logs: ")[1].split()[0])
