@@ -72,6 +72,7 @@ SERVER_KEYS = {
     "WEDGED_TIMEOUT",
     "EVENT_LOOP",
     "EAGER_TASKS",
+    "BROKER_IN_WORKER",
 }
 
 
@@ -299,8 +300,13 @@ def check_server(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 
 def _check_runtime_keys() -> list[Error]:
-    """EVENT_LOOP (a known loop, and uvloop importable when named) and EAGER_TASKS."""
-    from django_ws_edge.options import eager_tasks_setting, event_loop_setting
+    """EVENT_LOOP (a known loop, and uvloop importable when named), EAGER_TASKS and
+    BROKER_IN_WORKER."""
+    from django_ws_edge.options import (
+        broker_in_worker_setting,
+        eager_tasks_setting,
+        event_loop_setting,
+    )
 
     errors: list[Error] = []
     for read, hint in (
@@ -310,6 +316,7 @@ def _check_runtime_keys() -> list[Error]:
             "pip install 'django-ws-grpc[uvloop]'",
         ),
         (eager_tasks_setting, "True or False (eager tasks need Python 3.12+; off on 3.11)"),
+        (broker_in_worker_setting, "True or False (it applies to one worker, -w 1)"),
     ):
         try:
             read()

@@ -76,7 +76,7 @@ def test_unknown_server_keys() -> None:
     assert "MAX_CONECTIONS" in ids(WEBSOCKET_SERVER={"MAX_CONECTIONS": 5})["django_ws.E005"]
 
 
-def test_event_loop_and_eager_tasks_values(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_event_loop_eager_tasks_and_broker_in_worker_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ids(WEBSOCKET_SERVER={"EVENT_LOOP": "asyncio", "EAGER_TASKS": True}) == {}
     bad_loop = ids(WEBSOCKET_SERVER={"EVENT_LOOP": "trio"})["django_ws.E005"]
     print(f"\n{bad_loop}")
@@ -85,6 +85,9 @@ def test_event_loop_and_eager_tasks_values(monkeypatch: pytest.MonkeyPatch) -> N
     )
     bad_eager = ids(WEBSOCKET_SERVER={"EAGER_TASKS": "yes"})["django_ws.E005"]
     assert bad_eager == "WEBSOCKET_SERVER['EAGER_TASKS'] must be True or False, not 'yes'"
+    bad_inside = ids(WEBSOCKET_SERVER={"BROKER_IN_WORKER": 1})["django_ws.E005"]
+    assert bad_inside == "WEBSOCKET_SERVER['BROKER_IN_WORKER'] must be True or False, not 1"
+    assert ids(WEBSOCKET_SERVER={"BROKER_IN_WORKER": True}) == {}
     # uvloop named where it does not import (None in sys.modules: the import fails).
     monkeypatch.setitem(sys.modules, "uvloop", None)
     missing = ids(WEBSOCKET_SERVER={"EVENT_LOOP": "uvloop"})["django_ws.E005"]

@@ -56,20 +56,35 @@ async def broker_serving(address: str, config: TransportConfig, timeout: float =
         await channel.close()
 
 
-def embedded_broker_flags(config: TransportConfig) -> list[str]:
-    """The broker settings CONFIG sets for the embedded broker, as its flags (an unset
-    one leaves the broker's default)."""
-    flags = []
-    for flag, value in (
-        ("--presence-grace-seconds", config.presence_grace_seconds),
-        ("--max-group-members", config.max_group_members),
-        ("--history-size", config.history_size),
-        ("--history-seconds", config.history_seconds),
-        ("--history-bytes", config.history_bytes),
-    ):
+# CONFIG's settings for the embedded broker: (its CONFIG key, the broker's flag, the
+# field of BrokerOptions), for the broker process and for the broker in a worker.
+_EMBEDDED_BROKER_SETTINGS = (
+    ("presence_grace_seconds", "--presence-grace-seconds", "presence_grace"),
+    ("max_group_members", "--max-group-members", "max_group_members"),
+    ("history_size", "--history-size", "history_size"),
+    ("history_seconds", "--history-seconds", "history_seconds"),
+    ("history_bytes", "--history-bytes", "history_bytes"),
+)
+
+
+def embedded_broker_settings(config: TransportConfig) -> list[tuple[str, str, float]]:
+    """The broker settings CONFIG sets for the embedded broker, as (flag, options field,
+    value); an unset one is left out, keeping the broker's default."""
+    chosen = []
+    for key, flag, field in _EMBEDDED_BROKER_SETTINGS:
+        value = getattr(config, key)
         if value is not None:
-            flags += [flag, str(value)]
-    return flags
+            chosen.append((flag, field, value))
+    return chosen
+
+
+def embedded_broker_flags(config: TransportConfig) -> list[str]:
+    """The broker settings CONFIG sets for the embedded broker, as its flags."""
+    return [
+        part
+        for flag, _field, value in embedded_broker_settings(config)
+        for part in (flag, str(value))
+    ]
 
 
 class EmbeddedBroker:
@@ -203,6 +218,32 @@ def remove_stale_socket(address: str) -> None:
     _remove_owner(address)
 
 
+async def claim_embedded_socket(config: TransportConfig) -> bool:
+    """Make the embedded broker's unix socket ready for a broker of this server: True
+    when one must be started there, False when a broker already serves on it (another
+    server of this project started it: shared, as before)."""
+    assert config.unix_path is not None
+    address = config.brokers[0]
+    # Before anything is read, removed or connected to: a socket or directory of
+    # another user is refused.
+    check_broker_socket(config.unix_path, create=True)
+    remove_stale_socket(address)
+    if await broker_serving(address, config):
+        logger.info("using the broker already serving on %s", address)
+        return False
+    return True
+
+
+def claim_for_worker(address: str) -> None:
+    """Name this supervisor as the owner of the socket its worker's broker binds, so a
+    socket left by a server that died is known to be stale at the next start."""
+    _write_owner(address, 0)
+
+
+def release_for_worker(address: str) -> None:
+    _remove_owner(address)
+
+
 async def ensure_brokers(
     config: TransportConfig,
     setting: str,
@@ -212,17 +253,10 @@ async def ensure_brokers(
 ) -> EmbeddedBroker | None:
     """Check every broker answers; start the embedded one where that is the design, on
     the event loop the edge's workers use (``WEBSOCKET_SERVER['EVENT_LOOP']``)."""
-    unix_path = config.unix_path
-    if unix_path is not None and allow_embedded:
-        address = config.brokers[0]
-        # Before anything is read, removed or connected to: a socket or directory of
-        # another user is refused.
-        check_broker_socket(unix_path, create=True)
-        remove_stale_socket(address)
-        if await broker_serving(address, config):
-            logger.info("using the broker already serving on %s", address)
+    if config.unix_path is not None and allow_embedded:
+        if not await claim_embedded_socket(config):
             return None
-        broker = EmbeddedBroker(address, lifeline_fd, event_loop)
+        broker = EmbeddedBroker(config.brokers[0], lifeline_fd, event_loop)
         await broker.start(config)
         return broker
     deadline = time.monotonic() + config.connect_timeout

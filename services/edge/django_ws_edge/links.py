@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 
@@ -38,6 +39,23 @@ from django_ws_proto.grpc_channels import open_aio_channel
 from django_ws_proto.v1 import broker_pb2, broker_pb2_grpc
 
 logger = logging.getLogger("django_ws.edge.link")
+
+
+class AttachCall(Protocol):
+    """What a link needs of its ``Attach`` stream: a gRPC call, or
+    :class:`~django_ws_edge.broker_in_worker.LocalAttachCall` for the broker in this
+    process."""
+
+    async def write(self, frame: broker_pb2.EdgeFrame) -> None: ...
+
+    async def read(self) -> Any: ...
+
+    def cancel(self) -> bool: ...
+
+
+AttachOpener = Callable[[tuple[tuple[str, str], ...]], AttachCall]
+"""Opens an ``Attach`` stream with the given metadata (the link's own, gRPC, unless a
+worker hosting the broker gives it another)."""
 
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
@@ -171,6 +189,8 @@ class BrokerLink:
         self._next_sync = 0
         self._sync_waiters: dict[int, asyncio.Future[None]] = {}
         self._pending_barrier: tuple[int, asyncio.Future[None]] | None = None
+        # Set by a worker that hosts this broker itself (broker_in_worker).
+        self.open_attach: AttachOpener | None = None
 
     # Operations (called by the worker's layer) ---------------------------------------
 
@@ -463,8 +483,11 @@ class BrokerLink:
             self.handlers.on_state(self.ordinal, False)
 
     async def _session(self, stub: broker_pb2_grpc.BrokerStub) -> None:
-        call = stub.Attach(
-            wait_for_ready=True, metadata=auth_metadata(self.config, edge_key=self.edge_key)
+        metadata = auth_metadata(self.config, edge_key=self.edge_key)
+        call: AttachCall = (
+            stub.Attach(wait_for_ready=True, metadata=metadata)
+            if self.open_attach is None
+            else self.open_attach(metadata)
         )
         resumes = self.handlers.resumes_owned(self.ordinal, frozenset())
         members = self.handlers.members_owned(self.ordinal)
@@ -548,7 +571,7 @@ class BrokerLink:
             reader.cancel()
             call.cancel()
 
-    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _read(self, call: AttachCall) -> None:
         while True:
             frame = await call.read()
             if frame is grpc.aio.EOF:

@@ -59,8 +59,13 @@ DEFAULT_EAGER_TASKS = False
 """Whether workers run new tasks' first step eagerly (Python 3.12+). Off until the
 benchmarks say which is better."""
 
+DEFAULT_BROKER_IN_WORKER = False
+"""Whether a one-worker server runs the embedded broker inside its worker. Off: the
+broker's history then outlives a worker replacement (see django_ws_edge.broker_in_worker)."""
+
 EVENT_LOOP_SETTING = "WEBSOCKET_SERVER['EVENT_LOOP']"
 EAGER_TASKS_SETTING = "WEBSOCKET_SERVER['EAGER_TASKS']"
+BROKER_IN_WORKER_SETTING = "WEBSOCKET_SERVER['BROKER_IN_WORKER']"
 
 
 def event_loop_setting() -> str:
@@ -73,15 +78,25 @@ def event_loop_setting() -> str:
     return str(value)
 
 
-def eager_tasks_setting() -> bool:
-    """``WEBSOCKET_SERVER['EAGER_TASKS']``, checked: anything but a bool raises
-    ``ValueError`` naming the setting."""
+def _bool_setting(key: str, default: bool) -> bool:
+    """``WEBSOCKET_SERVER[key]``, checked: anything but a bool raises ``ValueError``
+    naming the setting."""
     from django_ws_client.conf import server_option
 
-    value = server_option("EAGER_TASKS", DEFAULT_EAGER_TASKS)
+    value = server_option(key, default)
     if not isinstance(value, bool):
-        raise ValueError(f"{EAGER_TASKS_SETTING} must be True or False, not {value!r}")
+        raise ValueError(f"WEBSOCKET_SERVER['{key}'] must be True or False, not {value!r}")
     return value
+
+
+def eager_tasks_setting() -> bool:
+    """``WEBSOCKET_SERVER['EAGER_TASKS']``, checked."""
+    return _bool_setting("EAGER_TASKS", DEFAULT_EAGER_TASKS)
+
+
+def broker_in_worker_setting() -> bool:
+    """``WEBSOCKET_SERVER['BROKER_IN_WORKER']``, checked."""
+    return _bool_setting("BROKER_IN_WORKER", DEFAULT_BROKER_IN_WORKER)
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,9 @@ class WorkerOptions:
     lifeline_fd: int | None = None
     event_loop: str = DEFAULT_EVENT_LOOP
     eager_tasks: bool = DEFAULT_EAGER_TASKS
+    broker_in_worker: bool = False
+    """Host the embedded broker in this worker (the supervisor decides: one worker, the
+    embedded unix socket, and nothing serving there yet)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

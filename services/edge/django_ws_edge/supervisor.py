@@ -35,13 +35,22 @@ from prometheus_client.registry import Collector
 
 from django_ws_client.exceptions import UnsafeBrokerSocket
 from django_ws_client.transport.config import TransportConfig
-from django_ws_edge.embedded import BrokerNotFound, EmbeddedBroker, ensure_brokers
+from django_ws_edge.embedded import (
+    BrokerNotFound,
+    EmbeddedBroker,
+    claim_embedded_socket,
+    claim_for_worker,
+    ensure_brokers,
+    release_for_worker,
+)
 from django_ws_edge.health import ProbeServer
 from django_ws_edge.metrics_store import retire_process
 from django_ws_edge.options import (
+    BROKER_IN_WORKER_SETTING,
     HEARTBEAT_INTERVAL_MAX,
     ServerOptions,
     WorkerOptions,
+    broker_in_worker_setting,
     worker_options_from_settings,
 )
 from django_ws_edge.sockets import parse_bind, tcp_socket, unix_socket
@@ -99,6 +108,8 @@ class Supervisor:
         self.stopping = False
         self.listen_socket: socket.socket | None = None
         self.broker: EmbeddedBroker | None = None
+        # The embedded broker's address when the (one) worker hosts it instead.
+        self.worker_hosts_broker = ""
         self.probes: ProbeServer | None = None
         self.metrics_dir = ""
         self.worker_options: WorkerOptions | None = None
@@ -109,6 +120,26 @@ class Supervisor:
         # Metric values in memory only, of workers that died and of the supervisor.
         self.metrics_degraded = 0
         self.metrics_lost = 0
+
+    def _broker_in_worker(self, config: TransportConfig) -> bool:
+        """Whether WEBSOCKET_SERVER['BROKER_IN_WORKER'] applies here: it asks for the
+        embedded broker inside the worker, which one worker on the embedded unix socket
+        allows; otherwise the broker runs as before, and the log says why."""
+        if not broker_in_worker_setting():
+            return False
+        why = None
+        if len(self.slots) != 1:
+            why = f"this server runs {len(self.slots)} workers (it needs -w 1)"
+        elif config.unix_path is None or not self.options.embedded_broker:
+            why = "this server uses brokers of its own, not the embedded one"
+        if why is not None:
+            logger.warning(
+                "%s is True, but %s: the broker runs in its own process",
+                BROKER_IN_WORKER_SETTING,
+                why,
+            )
+            return False
+        return True
 
     # Readiness -----------------------------------------------------------------------
 
@@ -341,9 +372,12 @@ class Supervisor:
         setting = f"WEBSOCKET_TRANSPORT_BACKENDS['{options.alias}']['CONFIG']"
         self._prepare_listener()
         self.metrics_dir = self._make_metrics_dir()
+        in_worker = self._broker_in_worker(config)
         try:
-            finding = loop.create_task(
-                ensure_brokers(
+            finding: asyncio.Task[Any] = loop.create_task(
+                claim_embedded_socket(config)
+                if in_worker
+                else ensure_brokers(
                     config,
                     setting,
                     options.embedded_broker,
@@ -358,7 +392,16 @@ class Supervisor:
                 logger.info("stopped while waiting for the brokers")
                 return 0
             stopped.cancel()
-            self.broker = finding.result()
+            if in_worker:
+                in_worker = bool(finding.result())
+                if in_worker:
+                    claim_for_worker(config.brokers[0])
+                    self.worker_hosts_broker = config.brokers[0]
+                    logger.info(
+                        "the embedded broker runs inside the worker, on %s", config.brokers[0]
+                    )
+            else:
+                self.broker = finding.result()
             self.worker_options = worker_options_from_settings(
                 str(self.bind), options.alias, options.grace_seconds
             )
@@ -368,6 +411,7 @@ class Supervisor:
                     **self.worker_options.__dict__,
                     "inherited_fd": self.listen_socket.fileno(),
                     "event_loop": options.event_loop,
+                    "broker_in_worker": in_worker,
                     # A few heartbeats per timeout, so one late line is not a miss.
                     "heartbeat_interval": min(
                         HEARTBEAT_INTERVAL_MAX, options.heartbeat_timeout / 4
@@ -396,6 +440,8 @@ class Supervisor:
                 orphaned.cancel()
             if self.broker is not None:
                 self.broker.stop()
+            if self.worker_hosts_broker:
+                release_for_worker(self.worker_hosts_broker)
             if self.probes is not None:
                 await self.probes.close()
             if self.listen_socket is not None:

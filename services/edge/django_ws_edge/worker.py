@@ -373,13 +373,24 @@ async def _main(options: WorkerOptions, loop: LoopChoice) -> None:
     from django_ws_client.middlewares.base import build_stack
 
     _start_runtime(options, loop)
-    tracing_enabled()  # installs the tracer provider before any traffic when tracing is on
-    layer = EdgeChannelLayer(layer_config(options.alias))
+    # Installs the tracer provider before any traffic when tracing is on.
+    tracing = tracing_enabled()
+    config = layer_config(options.alias)
+    layer = EdgeChannelLayer(config)
+    broker = None
+    if options.broker_in_worker:
+        from django_ws_edge.broker_in_worker import start_broker_in_worker
+
+        broker = await start_broker_in_worker(config, layer.links[0], tracing=tracing)
     app = build_stack(middleware_paths())
-    with serve_aliases(layer, options.alias) as aliases:
-        if len(aliases) > 1:
-            logger.info("serving channel layer aliases %s", ", ".join(map(repr, aliases)))
-        await Worker(options, app, layer).run()
+    try:
+        with serve_aliases(layer, options.alias) as aliases:
+            if len(aliases) > 1:
+                logger.info("serving channel layer aliases %s", ", ".join(map(repr, aliases)))
+            await Worker(options, app, layer).run()
+    finally:
+        if broker is not None:
+            await broker.drain_and_stop()
 
 
 def _start_runtime(options: WorkerOptions, loop: LoopChoice) -> None:

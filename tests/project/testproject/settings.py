@@ -112,6 +112,8 @@ if os.environ.get("TEST_EVENT_LOOP"):
     WEBSOCKET_SERVER["EVENT_LOOP"] = os.environ["TEST_EVENT_LOOP"]
 if os.environ.get("TEST_EAGER_TASKS"):
     WEBSOCKET_SERVER["EAGER_TASKS"] = os.environ["TEST_EAGER_TASKS"] == "1"
+if os.environ.get("TEST_BROKER_IN_WORKER"):
+    WEBSOCKET_SERVER["BROKER_IN_WORKER"] = os.environ["TEST_BROKER_IN_WORKER"] == "1"
 WEBSOCKET_TRACING_RECORD_SENSITIVE = bool(os.environ.get("TEST_TRACING_RECORD_SENSITIVE"))
 
 # A project carried over from Channels keeps its CHANNEL_LAYERS and nothing of ours.

@@ -1,0 +1,182 @@
+"""The embedded broker inside the worker, for ``-w 1``: a group send is a function call.
+
+With one worker and the embedded broker, every group message still went to another
+process and back: the worker serialized a frame, gRPC carried it over the unix socket,
+the broker parsed it, fanned out, serialized the deliveries and the worker parsed them
+again, with grpc's poller threads and a process switch on each side. With
+``WEBSOCKET_SERVER['BROKER_IN_WORKER'] = True`` the worker runs the broker itself:
+
+- the broker still listens on the embedded unix socket, so plain Django processes
+  (views, management commands, Channels apps on ``GRPCChannelLayer``) publish and
+  attach as before, through gRPC;
+- the worker's own link skips gRPC: :class:`LocalAttachCall` hands its frames to the
+  broker's unchanged ``Attach`` handler through two bounded queues, as protobuf
+  objects, and reads the broker's frames back the same way. Every rule of the stream
+  (hello, welcome, acknowledgements, sync barriers, refusals, bounded queues and
+  counted drops) is the servicer's own; nothing is serialized.
+
+What it costs: the broker's groups, history and presence live as long as the worker.
+A worker replaced after a crash or a wedge starts a new broker, so members who come
+back get a ``group.gap`` ("history_lost") instead of the messages they missed, as
+after a broker restart; a separate broker process keeps that history across a worker
+replacement. That is why the setting is off by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+
+from django_ws_broker.server import Broker, BrokerOptions
+from django_ws_broker.servicer import BrokerServicer
+from django_ws_client.transport.config import TransportConfig
+from django_ws_client.transport.private_socket import check_broker_socket
+from django_ws_edge.embedded import embedded_broker_settings
+from django_ws_edge.links import BrokerLink
+from django_ws_proto.v1 import broker_pb2
+
+IN_FLIGHT_FRAMES = 8
+"""Frames in flight each way before the writer waits, as gRPC's flow control makes a
+writer wait: a worker that stops reading makes the broker's own bounded queue fill up
+and count its drops, instead of frames piling up here. Each frame is bounded in bytes
+by its writer (the broker's batch limit, the link's publish limit)."""
+
+
+class _Aborted(Exception):
+    """The servicer ended the call with a status (``context.abort``)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _ServicerContext:
+    """The part of ``grpc.aio.ServicerContext`` that ``BrokerServicer.Attach`` uses."""
+
+    def __init__(self, metadata: Sequence[tuple[str, str]], to_edge: asyncio.Queue[Any]) -> None:
+        self._metadata = tuple(metadata)
+        self._to_edge = to_edge
+        self.code = grpc.StatusCode.OK
+        self.details = ""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    async def write(self, frame: broker_pb2.BrokerFrame) -> None:
+        await self._to_edge.put(frame)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
+        raise _Aborted(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+
+_END = object()
+"""Put in a queue when its writer is gone: the other side's read ends."""
+
+
+class LocalAttachCall:
+    """An ``Attach`` stream to a servicer in this process, with the methods of
+    ``grpc.aio.StreamStreamCall`` that :class:`~django_ws_edge.links.BrokerLink` uses:
+    ``write``, ``read`` (``grpc.aio.EOF`` at the end, ``AioRpcError`` on a status other
+    than OK) and ``cancel``."""
+
+    def __init__(self, servicer: BrokerServicer, metadata: Sequence[tuple[str, str]]) -> None:
+        self._to_broker: asyncio.Queue[Any] = asyncio.Queue(IN_FLIGHT_FRAMES)
+        self._to_edge: asyncio.Queue[Any] = asyncio.Queue(IN_FLIGHT_FRAMES)
+        self._context = _ServicerContext(metadata, self._to_edge)
+        self._error: grpc.aio.AioRpcError | None = None
+        self._ending: asyncio.Task[None] | None = None
+        self._task = asyncio.get_running_loop().create_task(
+            self._serve(servicer), name="broker-in-worker-attach"
+        )
+
+    async def _frames(self) -> AsyncIterator[broker_pb2.EdgeFrame]:
+        queue = self._to_broker
+        while True:
+            frame = await queue.get()
+            if frame is _END:
+                return
+            yield frame
+
+    async def _serve(self, servicer: BrokerServicer) -> None:
+        context = self._context
+        try:
+            await servicer.Attach(self._frames(), context)
+        except _Aborted as exc:
+            context.code, context.details = exc.code, exc.details
+        except asyncio.CancelledError:
+            context.code, context.details = grpc.StatusCode.CANCELLED, "cancelled"
+        finally:
+            if context.code != grpc.StatusCode.OK:
+                self._error = grpc.aio.AioRpcError(
+                    context.code, grpc.aio.Metadata(), grpc.aio.Metadata(), context.details
+                )
+            self._end(self._to_edge)
+
+    def _end(self, queue: asyncio.Queue[Any]) -> None:
+        # The reader takes what was written first; a full queue gets the end marker
+        # once it has room (the reader, if any, is draining it).
+        try:
+            queue.put_nowait(_END)
+        except asyncio.QueueFull:
+            self._ending = asyncio.get_running_loop().create_task(queue.put(_END))
+
+    async def write(self, frame: broker_pb2.EdgeFrame) -> None:
+        if self._task.done():
+            raise self._error or ConnectionError("the in-worker broker ended this stream")
+        await self._to_broker.put(frame)
+
+    async def read(self) -> Any:
+        frame = await self._to_edge.get()
+        if frame is _END:
+            self._end(self._to_edge)  # every later read ends too
+            if self._error is not None:
+                raise self._error
+            return grpc.aio.EOF
+        return frame
+
+    def cancel(self) -> bool:
+        """End the stream from the edge's side: the servicer's handler is cancelled,
+        as gRPC cancels it when a client cancels its call."""
+        if self._task.done():
+            return False
+        self._task.cancel()
+        return True
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def broker_options(config: TransportConfig, *, tracing: bool) -> BrokerOptions:
+    """The embedded broker's options, as CONFIG sets them for the broker process (an
+    unset one keeps the broker's default)."""
+    chosen: dict[str, Any] = {
+        field: value for _flag, field, value in embedded_broker_settings(config)
+    }
+    return BrokerOptions(listen=config.brokers[0], tracing=tracing, **chosen)
+
+
+async def start_broker_in_worker(
+    config: TransportConfig, link: BrokerLink, *, tracing: bool
+) -> Broker:
+    """Start the embedded broker in this process on its unix socket (the supervisor
+    checked the socket's directory and that nothing serves there), and point ``link``
+    at it without gRPC. Call before the link starts; stop it after the link closed."""
+    assert config.unix_path is not None
+    broker = Broker(broker_options(config, tracing=tracing))
+    await broker.start()
+    check_broker_socket(config.unix_path)  # still ours once bound
+    servicer = broker.servicer
+    link.open_attach = lambda metadata: LocalAttachCall(servicer, metadata)
+    return broker

@@ -1,0 +1,124 @@
+"""The in-worker Attach stream keeps the servicer's rules: refusals arrive as the status
+a gRPC stream would end with, acknowledgements and barriers come back in order, and an
+edge that stops reading gets its drops counted, never piled up in memory.
+
+These drive the broker's real servicer and shard through ``LocalAttachCall``, the
+object a worker hosting the broker gives its link (no gRPC in between, by design).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from django_ws_broker.servicer import BrokerServicer
+from django_ws_broker.shard import ShardState
+from django_ws_edge.broker_in_worker import IN_FLIGHT_FRAMES, LocalAttachCall
+from django_ws_proto import codec
+from django_ws_proto.v1 import broker_pb2
+
+from support.wire import edge_id, edge_metadata, event
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def hello(name: str, subscribe: tuple[str, ...] = ()) -> broker_pb2.EdgeFrame:
+    return broker_pb2.EdgeFrame(
+        hello=broker_pb2.Hello(edge_id=edge_id(name), ordinal=0, shards=1),
+        subscribe=list(subscribe),
+    )
+
+
+async def attached(servicer: BrokerServicer, name: str, *groups: str) -> LocalAttachCall:
+    call = LocalAttachCall(servicer, edge_metadata(name))
+    await call.write(hello(name, groups))
+    welcome = await asyncio.wait_for(call.read(), 5)
+    assert welcome is not grpc.aio.EOF and welcome.HasField("welcome"), welcome
+    return call
+
+
+async def read_until_synced(call: LocalAttachCall, token: int) -> list[broker_pb2.BrokerFrame]:
+    frames = []
+    while True:
+        frame = await asyncio.wait_for(call.read(), 5)
+        assert frame is not grpc.aio.EOF
+        frames.append(frame)
+        if frame.synced == token:
+            return frames
+
+
+async def test_a_hello_whose_id_the_key_does_not_derive_ends_like_a_grpc_stream() -> None:
+    servicer = BrokerServicer(ShardState())
+    call = LocalAttachCall(servicer, edge_metadata("someone else"))
+    await call.write(hello("mallory"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await asyncio.wait_for(call.read(), 5)
+    print(f"\n{refused.value.code().name}: {refused.value.details()}")
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "an edge can only attach as itself" in (refused.value.details() or "")
+    # Every later read ends the same way; nothing of the edge stays attached.
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call.read()
+    assert servicer.shard.edges == {}
+
+
+async def test_publishes_are_acknowledged_and_fanned_out_in_order() -> None:
+    servicer = BrokerServicer(ShardState())
+    member = await attached(servicer, "member", "room")
+    sender = await attached(servicer, "sender")
+    publishes = [
+        broker_pb2.Publish(group="room", event=event(f"m {i}"), seq=i + 1) for i in range(200)
+    ]
+    await sender.write(broker_pb2.EdgeFrame(publish=publishes, sync=1))
+    acked = max(frame.acked for frame in await read_until_synced(sender, 1))
+    await member.write(broker_pb2.EdgeFrame(sync=2))
+    frames = await read_until_synced(member, 2)
+    texts = [codec.decode(d.event).body["text"] for f in frames for d in f.deliveries]
+    offsets = [d.offset for f in frames for d in f.deliveries]
+    print(f"\nacked through {acked}; the member got {len(texts)} in {len(frames)} frames")
+    assert acked == 200
+    assert texts == [f"m {i}" for i in range(200)]
+    assert offsets == list(range(offsets[0], offsets[0] + 200))
+    # Cancelling the call ends the servicer's handler, which detaches the edge.
+    member.cancel()
+    await member.wait_closed()
+    assert set(servicer.shard.edges) == {edge_id("sender")}
+    sender.cancel()
+    await sender.wait_closed()
+
+
+async def test_an_edge_that_stops_reading_gets_its_drops_counted() -> None:
+    queue_size = 50
+    servicer = BrokerServicer(ShardState(queue_size=queue_size))
+    stalled = await attached(servicer, "stalled", "room")
+    sender = await attached(servicer, "sender")
+    sent = 0
+    for batch in range(40):
+        publishes = [
+            broker_pb2.Publish(group="room", event=event(f"{batch}.{i}")) for i in range(500)
+        ]
+        await sender.write(broker_pb2.EdgeFrame(publish=publishes))
+        sent += len(publishes)
+    await sender.write(broker_pb2.EdgeFrame(sync=1))
+    await read_until_synced(sender, 1)
+    edge = servicer.shard.edges[edge_id("stalled")]
+    # Bounded on both sides: frames in flight to the edge, and the shard's own queue.
+    assert stalled._to_edge.qsize() <= IN_FLIGHT_FRAMES
+    assert edge.queue.qsize() <= queue_size + 1
+    # Now it reads, up to a barrier queued behind everything: what it got, plus what
+    # the broker says it dropped, is all of it.
+    await stalled.write(broker_pb2.EdgeFrame(sync=2))
+    frames = await read_until_synced(stalled, 2)
+    got = sum(len(frame.deliveries) for frame in frames)
+    dropped = sum(frame.dropped for frame in frames)
+    print(
+        f"\n{sent} sent to an edge that did not read: {got} delivered, {dropped} dropped "
+        f"and counted (shard: {servicer.shard.counters.dropped_queue_full})"
+    )
+    assert dropped > 0 and got > 0
+    assert got + dropped == sent
+    assert servicer.shard.counters.dropped_queue_full == dropped
+    stalled.cancel()
+    sender.cancel()
