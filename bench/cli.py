@@ -47,12 +47,15 @@ SYSTEM_ORDER = [
     "bare",
     "django-ws",
     "django-ws-w1",
+    "django-ws-w1-inworker",
     "channels-djws",
     "channels-nats",
     "channels-pubsub",
     "channels-core",
 ]
 FAN_OUT_EFFICIENCY_SCENARIOS = {"S1", "S3", "custom"}
+# The one-worker systems, which only the fan-out efficiency scenarios run.
+FAN_OUT_EFFICIENCY_SYSTEMS = {"django-ws-w1", "django-ws-w1-inworker"}
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -444,9 +447,8 @@ async def _run_system(
 ) -> None:
     """Start one system, run its scenarios against it, stop it (whatever happens)."""
     key = spec.key
-    wanted = [
-        s for s in scenarios if key != "django-ws-w1" or s.key in FAN_OUT_EFFICIENCY_SCENARIOS
-    ]
+    one_worker = key.partition("@")[0] in FAN_OUT_EFFICIENCY_SYSTEMS
+    wanted = [s for s in scenarios if not one_worker or s.key in FAN_OUT_EFFICIENCY_SCENARIOS]
     if not wanted:
         return
     log(f"== {spec.label}")

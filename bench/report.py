@@ -230,9 +230,11 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio <= TARGETS["rss_vs_channels"],
                 f"django-ws {kib:.1f} KiB vs {layer} {theirs / 1024:.1f} KiB",
             )
-    for key in ("S1", "S3"):
+    one_worker = ("django-ws-w1", "django-ws-w1-inworker")
+    for key, system in ((key, system) for key in ("S1", "S3") for system in one_worker):
         results = scenarios.get(key, {}).get("results", {})
-        ours, bare = results.get("django-ws-w1", {}), results.get("bare", {})
+        ours, bare = results.get(system, {}), results.get("bare", {})
+        inside = ", broker in worker" if system.endswith("inworker") else ""
         if ours.get("max_deliveries_per_s") and bare.get("max_deliveries_per_s"):
             ratio = ours["max_deliveries_per_s"] / bare["max_deliveries_per_s"]
             caveat = (
@@ -241,7 +243,7 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
                 else ""
             )
             row(
-                f"{key} fan-out efficiency, django-ws -w 1 vs bare websockets",
+                f"{key} fan-out efficiency, django-ws -w 1{inside} vs bare websockets",
                 f">= {TARGETS['fanout_vs_bare']:.0%}",
                 round(ratio, 3),
                 ratio >= TARGETS["fanout_vs_bare"],
@@ -506,6 +508,7 @@ def table_lines(data: dict[str, Any]) -> list[str]:
 COLORS = {
     "django-ws": "tab:blue",
     "django-ws-w1": "tab:cyan",
+    "django-ws-w1-inworker": "tab:green",
     "channels-core": "tab:red",
     "channels-pubsub": "tab:orange",
     "channels-djws": "tab:purple",

@@ -77,12 +77,15 @@ class SystemSpec:
     # django-ws and Channels on its layer: "" for the run's own code, or the baseline
     # commit.
     code: str = ""
+    # django-ws -w 1 with WEBSOCKET_SERVER['BROKER_IN_WORKER'] = True.
+    broker_in_worker: bool = False
 
     @property
     def label(self) -> str:
         at = f" @{self.code}" if self.code else ""
         if self.kind == "django-ws":
-            return f"django-ws -w {self.workers}{at}"
+            inside = ", broker in worker" if self.broker_in_worker else ""
+            return f"django-ws -w {self.workers}{inside}{at}"
         if self.kind == "channels":
             return f"Channels {LAYER_NAMES[self.layer]} x{self.workers}{at}"
         return "bare websockets x1"
@@ -93,6 +96,9 @@ def system_specs(workers: int) -> dict[str, SystemSpec]:
     return {
         "django-ws": SystemSpec("django-ws", "django-ws", workers),
         "django-ws-w1": SystemSpec("django-ws-w1", "django-ws", 1),
+        "django-ws-w1-inworker": SystemSpec(
+            "django-ws-w1-inworker", "django-ws", 1, broker_in_worker=True
+        ),
         "channels-core": SystemSpec("channels-core", "channels", workers, "core"),
         "channels-pubsub": SystemSpec("channels-pubsub", "channels", workers, "pubsub"),
         "channels-djws": SystemSpec("channels-djws", "channels", workers, "djws"),
@@ -168,9 +174,11 @@ def runs_our_code(spec: SystemSpec, commit: str) -> bool:
     """Whether ``spec`` serves django-ws' code, so that ``--baseline`` runs it at
     ``commit`` beside it: django-ws itself, and Channels on django-ws' layer (its
     uvicorn workers and broker) where ``commit`` has that layer."""
+    snapshot = _snapshots[commit]
+    if spec.broker_in_worker:
+        return (snapshot / "django_ws_edge" / "broker_in_worker.py").exists()
     if spec.kind == "django-ws":
         return True
-    snapshot = _snapshots[commit]
     return spec.layer == "djws" and (snapshot / "django_ws_client" / "layers.py").exists()
 
 
@@ -317,9 +325,7 @@ def nats_server_path() -> str:
         for entry in os.environ.get("PATH", "").split(os.pathsep)
         if entry and os.path.realpath(entry) != os.path.realpath(scripts)
     )
-    path = shutil.which("nats-server", path=elsewhere) or shutil.which(
-        "nats-server", path=scripts
-    )
+    path = shutil.which("nats-server", path=elsewhere) or shutil.which("nats-server", path=scripts)
     if path is None:
         raise RuntimeError(NATS_MISSING)
     return path
@@ -428,6 +434,7 @@ def start_system(spec: SystemSpec, registry: ProcessRegistry, workdir: Path) -> 
                     DJANGO_SETTINGS_MODULE="djws_bench.settings",
                     BENCH_BROKER=f"unix:{workdir / f'broker-{port}.sock'}",
                     BENCH_MAX_CONNECTIONS=str(max_connections_per_worker()),
+                    BENCH_BROKER_IN_WORKER="1" if spec.broker_in_worker else "",
                     DJANGO_WS_LOG_LEVEL="WARNING",
                 ),
             )

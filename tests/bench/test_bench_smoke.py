@@ -97,7 +97,7 @@ def tiny_fanout(systems: list[str], workers: int) -> list[str]:
 @pytest.mark.skipif(bool(MISSING), reason=f"the bench extra is not installed: {MISSING}")
 def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
     systems = (
-        ["django-ws", "bare"]
+        ["django-ws", "django-ws-w1-inworker", "bare"]
         + (["channels-pubsub"] if CHANNELS else [])
         + (["channels-djws"] if CHANNELS_DJWS else [])
         + (["channels-nats"] if CHANNELS_NATS else [])

@@ -44,3 +44,5 @@ if os.environ.get("BENCH_EVENT_LOOP"):
     WEBSOCKET_SERVER["EVENT_LOOP"] = os.environ["BENCH_EVENT_LOOP"]
 if os.environ.get("BENCH_EAGER_TASKS"):
     WEBSOCKET_SERVER["EAGER_TASKS"] = os.environ["BENCH_EAGER_TASKS"] == "1"
+if os.environ.get("BENCH_BROKER_IN_WORKER"):
+    WEBSOCKET_SERVER["BROKER_IN_WORKER"] = os.environ["BENCH_BROKER_IN_WORKER"] == "1"
