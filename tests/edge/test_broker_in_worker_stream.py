@@ -64,6 +64,29 @@ async def test_a_hello_whose_id_the_key_does_not_derive_ends_like_a_grpc_stream(
     assert servicer.shard.edges == {}
 
 
+async def test_a_stream_cancelled_before_it_ran_releases_its_reader_and_writer() -> None:
+    servicer = BrokerServicer(ShardState())
+    call = LocalAttachCall(servicer, edge_metadata("edge"))
+    # The queue to the servicer fills before its handler has run at all...
+    for token in range(IN_FLIGHT_FRAMES):
+        await call.write(broker_pb2.EdgeFrame(sync=token + 1))
+    blocked = asyncio.ensure_future(call.write(broker_pb2.EdgeFrame(sync=99)))
+    # ... and the edge ends the call: neither side may wait forever.
+    call.cancel()
+    done, _ = await asyncio.wait({blocked}, timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), 5)
+    print(
+        f"\nthe waiting write: {'let go' if done else 'still waiting'}; read: {ended.value.code().name}"
+    )
+    assert done
+    blocked.exception()  # retrieved: it may fail, as a write after the end does
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call.write(broker_pb2.EdgeFrame(sync=100))
+    assert servicer.shard.edges == {}
+
+
 async def test_publishes_are_acknowledged_and_fanned_out_in_order() -> None:
     servicer = BrokerServicer(ShardState())
     member = await attached(servicer, "member", "room")

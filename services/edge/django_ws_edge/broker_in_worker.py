@@ -81,7 +81,7 @@ class _ServicerContext:
 
 
 _END = object()
-"""Put in a queue when its writer is gone: the other side's read ends."""
+"""Put in the edge's queue when the servicer is done: the edge's read ends."""
 
 
 class LocalAttachCall:
@@ -96,17 +96,16 @@ class LocalAttachCall:
         self._context = _ServicerContext(metadata, self._to_edge)
         self._error: grpc.aio.AioRpcError | None = None
         self._ending: asyncio.Task[None] | None = None
+        self._finished = False
         self._task = asyncio.get_running_loop().create_task(
             self._serve(servicer), name="broker-in-worker-attach"
         )
+        self._task.add_done_callback(self._served)
 
     async def _frames(self) -> AsyncIterator[broker_pb2.EdgeFrame]:
         queue = self._to_broker
         while True:
-            frame = await queue.get()
-            if frame is _END:
-                return
-            yield frame
+            yield await queue.get()
 
     async def _serve(self, servicer: BrokerServicer) -> None:
         context = self._context
@@ -114,14 +113,30 @@ class LocalAttachCall:
             await servicer.Attach(self._frames(), context)
         except _Aborted as exc:
             context.code, context.details = exc.code, exc.details
-        except asyncio.CancelledError:
-            context.code, context.details = grpc.StatusCode.CANCELLED, "cancelled"
-        finally:
-            if context.code != grpc.StatusCode.OK:
-                self._error = grpc.aio.AioRpcError(
-                    context.code, grpc.aio.Metadata(), grpc.aio.Metadata(), context.details
-                )
-            self._end(self._to_edge)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        """The servicer's handler is done, however it ended (even cancelled before it
+        ran): the edge's reads end with its status, and its writes fail."""
+        if self._finished:
+            return
+        self._finished = True
+        context = self._context
+        if task.cancelled():
+            if context.code == grpc.StatusCode.OK:
+                context.code, context.details = grpc.StatusCode.CANCELLED, "cancelled"
+        elif (failure := task.exception()) is not None:
+            context.code = grpc.StatusCode.UNKNOWN
+            context.details = f"the in-worker broker failed: {type(failure).__name__}: {failure}"
+        if context.code != grpc.StatusCode.OK:
+            self._error = grpc.aio.AioRpcError(
+                context.code, grpc.aio.Metadata(), grpc.aio.Metadata(), context.details
+            )
+        self._end(self._to_edge)
+        # A writer waiting for room must not wait for a reader that is gone: what is
+        # left is dropped (the link keeps its publishes until acknowledged), and the
+        # next write raises.
+        while not self._to_broker.empty():
+            self._to_broker.get_nowait()
 
     def _end(self, queue: asyncio.Queue[Any]) -> None:
         # The reader takes what was written first; a full queue gets the end marker
@@ -133,6 +148,7 @@ class LocalAttachCall:
 
     async def write(self, frame: broker_pb2.EdgeFrame) -> None:
         if self._task.done():
+            self._served(self._task)  # its callback may not have run yet
             raise self._error or ConnectionError("the in-worker broker ended this stream")
         await self._to_broker.put(frame)
 
@@ -154,7 +170,7 @@ class LocalAttachCall:
         return True
 
     async def wait_closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._task
 
 
