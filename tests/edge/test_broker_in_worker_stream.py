@@ -145,3 +145,37 @@ async def test_an_edge_that_stops_reading_gets_its_drops_counted() -> None:
     assert servicer.shard.counters.dropped_queue_full == dropped
     stalled.cancel()
     sender.cancel()
+
+
+async def test_an_edge_that_cancels_with_frames_unread_leaves_nothing_waiting() -> None:
+    servicer = BrokerServicer(ShardState())
+    stalled = await attached(servicer, "stalled", "room")
+    sender = await attached(servicer, "sender")
+    for i in range(1000):  # until the stalled edge's queue is full (a few dozen)
+        if stalled._to_edge.full():
+            break
+        await sender.write(
+            broker_pb2.EdgeFrame(publish=[broker_pb2.Publish(group="room", event=event(f"{i}"))])
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)  # the broker applies it and writes a frame of its own
+    await sender.write(broker_pb2.EdgeFrame(sync=1))
+    await read_until_synced(sender, 1)
+    unread = stalled._to_edge.qsize()
+    # The edge gives up on the stream without reading, as a link does on reconnect:
+    # like a cancelled gRPC call, its unread frames are dropped and its read ends.
+    stalled.cancel()
+    await stalled.wait_closed()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(stalled.read(), 5)
+    sender.cancel()
+    await sender.wait_closed()
+    await asyncio.sleep(0)
+    left = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    print(
+        f"\n{unread} frames unread at cancel; read: {ended.value.code().name}; tasks left: {left}"
+    )
+    assert unread == IN_FLIGHT_FRAMES
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    assert left == []
+    assert servicer.shard.edges == {}

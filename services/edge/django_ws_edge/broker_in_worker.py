@@ -81,7 +81,7 @@ class _ServicerContext:
 
 
 _END = object()
-"""Put in the edge's queue when the servicer is done: the edge's read ends."""
+"""Put in the edge's queue when the servicer is done, to wake a read waiting on it."""
 
 
 class LocalAttachCall:
@@ -95,8 +95,8 @@ class LocalAttachCall:
         self._to_edge: asyncio.Queue[Any] = asyncio.Queue(IN_FLIGHT_FRAMES)
         self._context = _ServicerContext(metadata, self._to_edge)
         self._error: grpc.aio.AioRpcError | None = None
-        self._ending: asyncio.Task[None] | None = None
         self._finished = False
+        self._cancelled = False
         self._task = asyncio.get_running_loop().create_task(
             self._serve(servicer), name="broker-in-worker-attach"
         )
@@ -128,23 +128,19 @@ class LocalAttachCall:
             context.code = grpc.StatusCode.UNKNOWN
             context.details = f"the in-worker broker failed: {type(failure).__name__}: {failure}"
         if context.code != grpc.StatusCode.OK:
-            self._error = grpc.aio.AioRpcError(
-                context.code, grpc.aio.Metadata(), grpc.aio.Metadata(), context.details
-            )
-        self._end(self._to_edge)
+            self._error = _rpc_error(context.code, context.details)
+        while self._cancelled and not self._to_edge.empty():
+            self._to_edge.get_nowait()  # what the edge left unread: let go
+        # A read waits only on an empty queue: the marker wakes it. A full queue needs
+        # none (nothing waits on it; its reader finds the end once it has drained it),
+        # so nothing is left waiting for a reader that may never come.
+        if not self._to_edge.full():
+            self._to_edge.put_nowait(_END)
         # A writer waiting for room must not wait for a reader that is gone: what is
         # left is dropped (the link keeps its publishes until acknowledged), and the
         # next write raises.
         while not self._to_broker.empty():
             self._to_broker.get_nowait()
-
-    def _end(self, queue: asyncio.Queue[Any]) -> None:
-        # The reader takes what was written first; a full queue gets the end marker
-        # once it has room (the reader, if any, is draining it).
-        try:
-            queue.put_nowait(_END)
-        except asyncio.QueueFull:
-            self._ending = asyncio.get_running_loop().create_task(queue.put(_END))
 
     async def write(self, frame: broker_pb2.EdgeFrame) -> None:
         if self._task.done():
@@ -153,25 +149,34 @@ class LocalAttachCall:
         await self._to_broker.put(frame)
 
     async def read(self) -> Any:
-        frame = await self._to_edge.get()
-        if frame is _END:
-            self._end(self._to_edge)  # every later read ends too
-            if self._error is not None:
-                raise self._error
-            return grpc.aio.EOF
-        return frame
+        if not self._cancelled and not (self._finished and self._to_edge.empty()):
+            frame = await self._to_edge.get()
+            if frame is not _END and not self._cancelled:
+                return frame
+        # The end, for this read and every later one. As with a cancelled gRPC call,
+        # what the edge had not read when it cancelled is not returned.
+        if self._cancelled:
+            raise self._error or _rpc_error(grpc.StatusCode.CANCELLED, "cancelled")
+        if self._error is not None:
+            raise self._error
+        return grpc.aio.EOF
 
     def cancel(self) -> bool:
         """End the stream from the edge's side: the servicer's handler is cancelled,
         as gRPC cancels it when a client cancels its call."""
         if self._task.done():
             return False
+        self._cancelled = True
         self._task.cancel()
         return True
 
     async def wait_closed(self) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._task
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 def broker_options(config: TransportConfig, *, tracing: bool) -> BrokerOptions:
