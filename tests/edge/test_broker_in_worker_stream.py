@@ -87,6 +87,23 @@ async def test_a_stream_cancelled_before_it_ran_releases_its_reader_and_writer()
     assert servicer.shard.edges == {}
 
 
+async def test_a_handler_that_fails_ends_the_stream_as_grpc_would() -> None:
+    servicer = BrokerServicer(ShardState())
+    call = LocalAttachCall(servicer, edge_metadata("edge"))
+    # Not a frame at all (no edge writes one; this is the servicer failing on it): a
+    # gRPC server ends such a call with UNKNOWN, and so does the in-worker stream,
+    # rather than leaving the edge's read waiting.
+    await call.write(object())  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), 5)
+    print(f"\n{ended.value.code().name}: {ended.value.details()}")
+    assert ended.value.code() == grpc.StatusCode.UNKNOWN
+    assert "AttributeError" in (ended.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call.write(broker_pb2.EdgeFrame(sync=1))
+    assert servicer.shard.edges == {}
+
+
 async def test_publishes_are_acknowledged_and_fanned_out_in_order() -> None:
     servicer = BrokerServicer(ShardState())
     member = await attached(servicer, "member", "room")
