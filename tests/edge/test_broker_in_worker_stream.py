@@ -49,15 +49,21 @@ async def read_until_synced(call: LocalAttachCall, token: int) -> list[broker_pb
             return frames
 
 
+async def stream_end(call: LocalAttachCall) -> grpc.aio.AioRpcError:
+    """The status the stream's next read ends with (printed), as a gRPC call's would."""
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), 5)
+    print(f"\n{ended.value.code().name}: {ended.value.details()}")
+    return ended.value
+
+
 async def test_a_hello_whose_id_the_key_does_not_derive_ends_like_a_grpc_stream() -> None:
     servicer = BrokerServicer(ShardState())
     call = LocalAttachCall(servicer, edge_metadata("someone else"))
     await call.write(hello("mallory"))
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await asyncio.wait_for(call.read(), 5)
-    print(f"\n{refused.value.code().name}: {refused.value.details()}")
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "an edge can only attach as itself" in (refused.value.details() or "")
+    refused = await stream_end(call)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "an edge can only attach as itself" in (refused.details() or "")
     # Every later read ends the same way; nothing of the edge stays attached.
     with pytest.raises(grpc.aio.AioRpcError):
         await call.read()
@@ -94,11 +100,9 @@ async def test_a_handler_that_fails_ends_the_stream_as_grpc_would() -> None:
     # gRPC server ends such a call with UNKNOWN, and so does the in-worker stream,
     # rather than leaving the edge's read waiting.
     await call.write(object())  # type: ignore[arg-type]
-    with pytest.raises(grpc.aio.AioRpcError) as ended:
-        await asyncio.wait_for(call.read(), 5)
-    print(f"\n{ended.value.code().name}: {ended.value.details()}")
-    assert ended.value.code() == grpc.StatusCode.UNKNOWN
-    assert "AttributeError" in (ended.value.details() or "")
+    ended = await stream_end(call)
+    assert ended.code() == grpc.StatusCode.UNKNOWN
+    assert "AttributeError" in (ended.details() or "")
     with pytest.raises(grpc.aio.AioRpcError):
         await call.write(broker_pb2.EdgeFrame(sync=1))
     assert servicer.shard.edges == {}
