@@ -129,8 +129,8 @@ class LocalAttachCall:
             context.details = f"the in-worker broker failed: {type(failure).__name__}: {failure}"
         if context.code != grpc.StatusCode.OK:
             self._error = _rpc_error(context.code, context.details)
-        while self._cancelled and not self._to_edge.empty():
-            self._to_edge.get_nowait()  # what the edge left unread: let go
+        if self._cancelled:
+            _drain(self._to_edge)  # what the edge left unread: let go
         # A read waits only on an empty queue: the marker wakes it. A full queue needs
         # none (nothing waits on it; its reader finds the end once it has drained it),
         # so nothing is left waiting for a reader that may never come.
@@ -139,8 +139,7 @@ class LocalAttachCall:
         # A writer waiting for room must not wait for a reader that is gone: what is
         # left is dropped (the link keeps its publishes until acknowledged), and the
         # next write raises.
-        while not self._to_broker.empty():
-            self._to_broker.get_nowait()
+        _drain(self._to_broker)
 
     async def write(self, frame: broker_pb2.EdgeFrame) -> None:
         if self._task.done():
@@ -173,6 +172,11 @@ class LocalAttachCall:
     async def wait_closed(self) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await self._task
+
+
+def _drain(queue: asyncio.Queue[Any]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
 
 
 def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
