@@ -11,9 +11,11 @@ groups at the end.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -76,6 +78,13 @@ class ConnectionPort(ABC):
     # type of the event it handles (set per event: cheaper than renaming its task).
     consumer_name = ""
     handling = ""
+    # Whether an event that finds the consumer idle runs its handler at once (in an
+    # eager task, Python 3.12+) instead of waking the consumer's task: servers set it
+    # when their loop runs eager tasks. What runs so, its task and its context:
+    eager_handlers = False
+    _consumer: Any = None
+    _context: contextvars.Context | None = None
+    _inflight: asyncio.Task[bool] | None = None
 
     def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
         self.channel_name = channel_name
@@ -138,12 +147,22 @@ class ConnectionPort(ABC):
         if self._disconnect_queued:
             return True  # the consumer is finishing; late events have no one to go to
         pending = self.pending_bytes = self.pending_bytes + size
-        self._queue(time.monotonic(), event, size, position)
         budget = self.budget
         if budget is not None:
             budget.used += size
-            if budget.used > budget.limit:
-                return False
+        waiter = self._waiter
+        if (
+            self._consumer is not None  # eager_handlers, and the consumer runs
+            and waiter is not None
+            and not waiter.done()  # idle
+            and self._inflight is None
+            and not _starting_now
+        ):
+            self._handle_now(event, size, position)
+        else:
+            self._queue(time.monotonic(), event, size, position)
+        if budget is not None and budget.used > budget.limit:
+            return False
         return pending <= self.max_pending_bytes
 
     def discard_pending(self) -> int:
@@ -226,7 +245,11 @@ class ConnectionPort(ABC):
         self.consumer_name = type(consumer).__qualname__
         if task is not None:
             _running[task] = self
-        traced = tracing_enabled()
+            if self.eager_handlers and _EAGER_START:
+                # Handlers run now may run in their own task, in this task's context
+                # (Task.get_context: 3.12+, unknown to 3.11's stubs).
+                own: Any = task
+                self._consumer, self._context = consumer, own.get_context()
         try:
             while True:
                 if not self._inbox:
@@ -236,66 +259,133 @@ class ConnectionPort(ABC):
                     self._waiter = loop.create_future()
                     await self._waiter
                     self._waiter = None
+                running = self._inflight
+                if running is not None:
+                    # A handler run at once (eager_handlers) has not finished, or
+                    # ended the consumer: it comes before what queued meanwhile.
+                    self._inflight = None
+                    if await running:
+                        break
+                    continue
                 arrived, event, size, position = self._inbox.pop(0)
                 resume = self._resume
                 if resume is not None and len(self._inbox) < self.capacity:
                     self._resume = None
                     resume()
-                if size:
-                    # Inlined _release(): this runs for every event of every member.
-                    self.pending_bytes -= size
-                    budget = self.budget
-                    if budget is not None:
-                        budget.used -= size
-                if arrived != math.inf and time.monotonic() - arrived > self.expiry:
-                    self.expired += 1
-                    self.on_expired(event)
-                    continue
-                if position is not None:
-                    positions = self.positions
-                    if positions is None:
-                        positions = self.positions = {}
-                    positions[position[0]] = position  # shared by every member
-                event_type = self.handling = event_type_of(event)
-                is_connect = event_type == "websocket.connect"
-                is_disconnect = event_type == "websocket.disconnect"
-                try:
-                    if traced and event_type == "websocket.receive":
-                        with span("django_ws receive", SpanKind.SERVER, channel=self.channel_name):
-                            await consumer.dispatch(event)
-                    else:
-                        await consumer.dispatch(event)
-                except StopConsumer:
-                    if not self.decided:
-                        await self.close()
-                    if is_disconnect or not self.accepted:
-                        break
-                    await self.close(CloseCode.NORMAL)
-                except Exception:
-                    logger.exception(
-                        "consumer %s raised while handling %r on %s",
-                        type(consumer).__qualname__,
-                        event_type_of(event),
-                        self.channel_name,
-                    )
-                    self.on_consumer_error(event_type)
-                    if is_disconnect:
-                        break
-                    if not self.decided:
-                        await self.fail_handshake(500)
-                        break
-                    await self.close(CloseCode.INTERNAL_ERROR)
-                if is_disconnect:
-                    break
-                if is_connect and not self.decided:
-                    # The seed's promise: a connect that neither accepts nor closes accepts.
-                    await self.accept()
-                if self.rejected:
+                if await self._handle(consumer, arrived, event, size, position):
                     break
         finally:
             if task is not None:
                 _running.pop(task, None)
+            self._consumer = self._context = None
+            running = self._inflight
+            if running is not None and not running.done():
+                running.cancel()  # the consumer's task was cancelled: so is its handler
             await self.leave_all_groups()
+
+    async def _handle(
+        self, consumer: Any, arrived: float, event: Event, size: int, position: Position | None
+    ) -> bool:
+        """Run the consumer's handler for one event, with the connection's rules around
+        it; True when the consumer is done (disconnected, rejected or stopped)."""
+        if size:
+            # Inlined _release(): this runs for every event of every member.
+            self.pending_bytes -= size
+            budget = self.budget
+            if budget is not None:
+                budget.used -= size
+        if arrived != math.inf and time.monotonic() - arrived > self.expiry:
+            self.expired += 1
+            self.on_expired(event)
+            return False
+        if position is not None:
+            positions = self.positions
+            if positions is None:
+                positions = self.positions = {}
+            positions[position[0]] = position  # shared by every member
+        event_type = self.handling = event_type_of(event)
+        is_connect = event_type == "websocket.connect"
+        is_disconnect = event_type == "websocket.disconnect"
+        try:
+            if event_type == "websocket.receive" and tracing_enabled():
+                with span("django_ws receive", SpanKind.SERVER, channel=self.channel_name):
+                    await consumer.dispatch(event)
+            else:
+                await consumer.dispatch(event)
+        except StopConsumer:
+            if not self.decided:
+                await self.close()
+            if is_disconnect or not self.accepted:
+                return True
+            await self.close(CloseCode.NORMAL)
+        except Exception:
+            logger.exception(
+                "consumer %s raised while handling %r on %s",
+                type(consumer).__qualname__,
+                event_type_of(event),
+                self.channel_name,
+            )
+            self.on_consumer_error(event_type)
+            if is_disconnect:
+                return True
+            if not self.decided:
+                await self.fail_handshake(500)
+                return True
+            await self.close(CloseCode.INTERNAL_ERROR)
+        if is_disconnect:
+            return True
+        if is_connect and not self.decided:
+            # The seed's promise: a connect that neither accepts nor closes accepts.
+            await self.accept()
+        return self.rejected
+
+    def _handle_now(self, event: Event, size: int, position: Position | None) -> None:
+        """Run the handler for a channel layer event that found the consumer idle at
+        once, in a task of its own started eagerly (``eager_handlers``): a handler that
+        does not wait (a group message written straight to the socket) finishes here,
+        and the consumer's task is never woken. One that waits goes on in its task, and
+        the consumer's task takes what comes meanwhile after it. Either way handlers run
+        one at a time, in order, in the consumer's context, and a handler's task is
+        its own (``asyncio.timeout`` and cancellation work on it as on the consumer's).
+
+        Only channel layer events run so: a client's frames and the disconnect arrive in
+        websockets' protocol callbacks, where no consumer code should run."""
+        global _starting_now
+        _starting_now = True
+        try:
+            started = _EAGER_TASK(
+                # Just arrived: not expired (an inf arrival skips the check).
+                self._handle(self._consumer, math.inf, event, size, position),
+                loop=self._waiter.get_loop(),  # type: ignore[union-attr]
+                eager_start=True,
+                context=self._context,
+            )
+        finally:
+            _starting_now = False
+        if started.done():
+            if not started.cancelled() and started.exception() is None and not started.result():
+                return  # handled, and the consumer goes on: nothing to tell its task
+        else:
+            started.add_done_callback(self._settled)
+        # Waiting, or the consumer ended: its task takes it from here.
+        self._inflight = started
+        if started.done():
+            self._wake()
+
+    def _settled(self, handler: asyncio.Task[bool]) -> None:
+        """A handler run at once finished after waiting: the consumer's task, if idle,
+        hears of it only if it ended the consumer."""
+        if self._inflight is not handler:
+            return  # the consumer's task has it already
+        if not handler.cancelled() and handler.exception() is None and not handler.result():
+            self._inflight = None
+        else:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def describe(self) -> str:
         """Which consumer runs here, on which channel, handling what."""
@@ -305,6 +395,17 @@ class ConnectionPort(ABC):
 # The port each consumer task runs, for describe_task(). Naming the task instead would
 # keep a formatted name per connection and format it again on each change of event type.
 _running: dict[asyncio.Task[Any], ConnectionPort] = {}
+_HANDLE_CODE = ConnectionPort._handle.__code__
+
+# Handlers run at once only from outside another such start: an event that one
+# handler's first step sends to an idle consumer of this process queues for that
+# consumer's task instead, so that starts never nest (nor enter a context twice).
+_starting_now = False
+
+# asyncio.Task's ``eager_start`` (Python 3.12+); on 3.11 handlers always run in the
+# consumer's task.
+_EAGER_TASK: Any = asyncio.Task
+_EAGER_START = sys.version_info >= (3, 12)
 
 
 def describe_task(task: asyncio.Task[Any]) -> str:
@@ -312,7 +413,14 @@ def describe_task(task: asyncio.Task[Any]) -> str:
     task, its own name otherwise. Safe from another thread (the loop watchdog's): one
     dict lookup and attribute reads."""
     port = _running.get(task)
-    return port.describe() if port is not None else task.get_name()
+    if port is None:
+        # A handler run at once (eager_handlers) has a task of its own: its port is
+        # the ``self`` of the _handle coroutine it runs.
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None and getattr(coro, "cr_code", None) is _HANDLE_CODE:
+            port = frame.f_locals.get("self")
+    return port.describe() if isinstance(port, ConnectionPort) else task.get_name()
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

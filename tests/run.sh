@@ -72,4 +72,4 @@ exec "$leg/bin/python" -m pytest \
     tests/e2e/test_runserver.py tests/e2e/test_channel_names.py \
     tests/e2e/test_example_chat_recovery.py tests/e2e/test_server_lifecycle.py \
     tests/e2e/test_delivery_recovery.py tests/e2e/test_observability.py tests/e2e/test_tls.py \
-    tests/e2e/test_forged_events.py
+    tests/e2e/test_forged_events.py tests/e2e/test_eager_handlers.py

@@ -83,3 +83,8 @@ def install_eager_tasks(loop: asyncio.AbstractEventLoop, wanted: bool) -> str:
     factory: Any = eager_task_factory  # takes more keywords than the stubs' protocol
     loop.set_task_factory(factory)
     return "on"
+
+
+def eager_tasks_running(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` creates tasks eagerly (:func:`install_eager_tasks` ran there)."""
+    return loop.get_task_factory() is eager_task_factory

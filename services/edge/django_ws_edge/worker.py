@@ -45,6 +45,7 @@ from django_ws_edge.metrics_store import degraded_values
 from django_ws_edge.options import EVENT_LOOP_SETTING, WorkerOptions
 from django_ws_edge.runtime import (
     connections_allowed_by,
+    eager_tasks_running,
     install_eager_tasks,
     raise_open_file_limit,
 )
@@ -78,6 +79,9 @@ class Worker:
         EdgeConnection.max_pending_bytes = options.slow_client_bytes
         EdgeConnection.slow_client_seconds = options.slow_client_seconds
         EdgeConnection.budget = layer.local.budget = BufferBudget(options.worker_buffer_bytes)
+        # With eager tasks, an event that finds its consumer idle runs the handler at
+        # once instead of waking the consumer's task (ConnectionPort.eager_handlers).
+        EdgeConnection.eager_handlers = eager_tasks_running(asyncio.get_running_loop())
         self.server: Server | None = None
         self.draining = False
         self.bad_request_log = SourceLogLimiter()

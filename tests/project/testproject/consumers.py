@@ -3,13 +3,14 @@ its worker's pid, its channel name, and (in a file) every disconnect it ran."""
 
 import asyncio
 import base64
+import contextvars
 import json
 import os
 import time
 from urllib.parse import parse_qs
 
 from django_ws_client.consumers import AsyncWebsocketConsumer, BaseConsumer
-from django_ws_client.exceptions import BrokerUnavailable, LifecycleEventRefused
+from django_ws_client.exceptions import BrokerUnavailable, LifecycleEventRefused, StopConsumer
 
 
 def record(line: str) -> None:
@@ -262,3 +263,65 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         await self.send(
             json.dumps({"event": "leave", "user": event["user"], "info": event["info"]})
         )
+
+
+# A context variable the handler-rules consumer sets in connect(): its handlers must
+# see it, whichever task runs them.
+_connect_marker: contextvars.ContextVar[str] = contextvars.ContextVar("connect_marker")
+
+
+class HandlerRulesConsumer(AsyncWebsocketConsumer):
+    """Reports how each group event's handler ran (tests/e2e/test_eager_handlers.py):
+    in the consumer's own task or not, in its context, overlapping another or not. A
+    client message is a list of events to send to the room; each event may ask its
+    handler to wait, time out, block the loop, raise or stop the consumer."""
+
+    async def connect(self):
+        self.room = "rules." + self.scope["url_route"]["kwargs"]["room"]
+        self.own_task = asyncio.current_task()
+        self.running = 0
+        _connect_marker.set(f"connect of {self.channel_name}")
+        await self.channel_layer.group_add(self.room, self.channel_name)
+        await self.accept()
+        await self.send(json.dumps({"pid": os.getpid(), "channel": self.channel_name}))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        for event in json.loads(text_data):
+            # "to" names another room of this consumer's kind to send to.
+            to = event.pop("to", None)
+            group = "rules." + to if to else self.room
+            await self.channel_layer.group_send(group, {"type": "rule.event", **event})
+
+    async def rule_event(self, event):
+        self.running += 1
+        record(f"started {event['n']} {self.channel_name}")
+        try:
+            report = {
+                "n": event["n"],
+                "own_task": asyncio.current_task() is self.own_task,
+                "context": _connect_marker.get(None),
+                "overlapped": self.running > 1,
+            }
+            if event.get("timeout"):
+                try:
+                    async with asyncio.timeout(event["timeout"]):
+                        await asyncio.sleep(30)
+                    report["timed_out"] = False
+                except TimeoutError:
+                    report["timed_out"] = True
+            if event.get("wait"):
+                await asyncio.sleep(event["wait"])
+            if event.get("block"):
+                time.sleep(event["block"])  # noqa: ASYNC251 (blocks the loop on purpose)
+            if event.get("raise"):
+                raise RuntimeError("rule.event asked to raise")
+            if event.get("stop"):
+                raise StopConsumer
+            await self.send(text_data=json.dumps(report))
+        finally:
+            self.running -= 1
+            record(f"finished {event['n']} {self.channel_name}")
+
+    async def disconnect(self, code):
+        record(f"disconnect {self.channel_name}")
+        await self.channel_layer.group_discard(self.room, self.channel_name)

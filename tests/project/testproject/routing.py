@@ -10,6 +10,7 @@ urlpatterns = [
     re_path(r"^ws/room/(?P<room>[\w.-]+)/$", consumers.RoomConsumer.as_handler()),
     re_path(r"^ws/relay/(?P<room>[\w.-]+)/$", consumers.VerbatimRelayConsumer.as_handler()),
     re_path(r"^ws/faulty/(?P<where>\w+)/$", consumers.FaultyConsumer.as_handler()),
+    re_path(r"^ws/rules/(?P<room>[\w.-]+)/$", consumers.HandlerRulesConsumer.as_handler()),
     re_path(r"^ws/chat/sync/(?P<room_name>\w+)/$", tutorial.ChatConsumer.as_asgi()),
     re_path(r"^ws/chat/async/(?P<room_name>\w+)/$", tutorial.AsyncChatConsumer.as_asgi()),
     re_path(r"^ws/chat/json/$", tutorial.JsonChatConsumer.as_asgi()),
