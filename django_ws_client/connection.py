@@ -363,7 +363,7 @@ class ConnectionPort(ABC):
         finally:
             _starting_now = False
         if started.done():
-            if not started.cancelled() and started.exception() is None and not started.result():
+            if _went_on(started):
                 return  # handled, and the consumer goes on: nothing to tell its task
         else:
             started.add_done_callback(self._settled)
@@ -377,7 +377,7 @@ class ConnectionPort(ABC):
         hears of it only if it ended the consumer."""
         if self._inflight is not handler:
             return  # the consumer's task has it already
-        if not handler.cancelled() and handler.exception() is None and not handler.result():
+        if _went_on(handler):
             self._inflight = None
         else:
             self._wake()
@@ -421,6 +421,12 @@ def describe_task(task: asyncio.Task[Any]) -> str:
         if frame is not None and getattr(coro, "cr_code", None) is _HANDLE_CODE:
             port = frame.f_locals.get("self")
     return port.describe() if isinstance(port, ConnectionPort) else task.get_name()
+
+
+def _went_on(handler: asyncio.Task[bool]) -> bool:
+    """Whether a finished handler's task left the consumer running: not cancelled, no
+    exception, and the consumer not ended."""
+    return not handler.cancelled() and handler.exception() is None and not handler.result()
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

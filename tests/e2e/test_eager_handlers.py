@@ -47,6 +47,16 @@ async def reports(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
     return [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(count)]
 
 
+async def sender_and_listener(
+    server: EdgeServer, room: str, sender_room: str | None = None
+) -> tuple[ClientConnection, ClientConnection, dict[str, Any]]:
+    """A client that sends events (from ``sender_room``, else ``room``) and one in
+    ``room`` that gets them, with the listener's greeting."""
+    sender, _ = await join(f"{server.ws_url}/ws/rules/{sender_room or room}/")
+    listener, hello = await join(f"{server.ws_url}/ws/rules/{room}/")
+    return sender, listener, hello
+
+
 def ran_at_once(got: list[dict[str, Any]]) -> list[int]:
     """The events whose handler ran outside the consumer's own task."""
     return [report["n"] for report in got if not report["own_task"]]
@@ -57,8 +67,7 @@ async def test_handlers_run_one_at_a_time_in_order_in_the_consumers_context(
     stack: Stack, tmp_path: Path, eager: bool
 ) -> None:
     server = rules_server(stack, tmp_path, eager)
-    sender, _ = await join(f"{server.ws_url}/ws/rules/order/")
-    listener, hello = await join(f"{server.ws_url}/ws/rules/order/")
+    sender, listener, hello = await sender_and_listener(server, "order")
     # The first handler waits, so the others arrive while it runs; the sixth waits too.
     events = [{"n": n, "wait": 0.3 if n == 0 else 0.02 if n == 5 else 0} for n in range(20)]
     await sender.send(json.dumps(events))
@@ -85,8 +94,7 @@ async def test_a_handler_that_times_out_is_cancelled_alone(
     stack: Stack, tmp_path: Path, eager: bool
 ) -> None:
     server = rules_server(stack, tmp_path, eager)
-    sender, _ = await join(f"{server.ws_url}/ws/rules/timeout/")
-    listener, _ = await join(f"{server.ws_url}/ws/rules/timeout/")
+    sender, listener, _ = await sender_and_listener(server, "timeout")
     await sender.send(json.dumps([{"n": 0, "timeout": 0.05}, {"n": 1}]))
     got = await reports(listener, 2)
     assert [(report["n"], report.get("timed_out")) for report in got] == [(0, True), (1, None)]
@@ -103,8 +111,7 @@ async def test_a_handler_that_raises_or_stops_ends_its_connection(
     server = rules_server(stack, tmp_path, eager)
     closes = {}
     for what in ("raise", "stop"):
-        sender, _ = await join(f"{server.ws_url}/ws/rules/{what}-send/")
-        listener, _ = await join(f"{server.ws_url}/ws/rules/{what}/")
+        sender, listener, _ = await sender_and_listener(server, what, f"{what}-send")
         await sender.send(json.dumps([{"n": 0, what: True, "to": what}]))
         await asyncio.wait_for(listener.wait_closed(), 5)
         closes[what] = listener.close_code
@@ -120,8 +127,7 @@ async def test_a_disconnect_waits_for_the_handler_in_progress(
 ) -> None:
     events_file = tmp_path / "events.txt"
     server = rules_server(stack, tmp_path, eager, TEST_EVENTS_FILE=str(events_file))
-    sender, _ = await join(f"{server.ws_url}/ws/rules/leave-send/")
-    listener, hello = await join(f"{server.ws_url}/ws/rules/leave/")
+    sender, listener, hello = await sender_and_listener(server, "leave", "leave-send")
     await sender.send(json.dumps([{"n": 0, "wait": 0.5, "to": "leave"}]))
     wait_until(lambda: events_file.exists() and "started 0" in events_file.read_text(), 5, "start")
     await listener.close()
@@ -139,8 +145,7 @@ async def test_the_loop_watchdog_names_the_consumer_whose_handler_blocks(
     stack: Stack, tmp_path: Path, eager: bool
 ) -> None:
     server = rules_server(stack, tmp_path, eager)
-    sender, _ = await join(f"{server.ws_url}/ws/rules/block-send/")
-    listener, hello = await join(f"{server.ws_url}/ws/rules/block/")
+    sender, listener, hello = await sender_and_listener(server, "block", "block-send")
     await sender.send(json.dumps([{"n": 0, "block": 1.0, "to": "block"}]))
     report = (await reports(listener, 1))[0]
     wait_until(lambda: "blocked for" in server.log(), 5, "the loop watchdog's warning")
