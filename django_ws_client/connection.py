@@ -15,14 +15,14 @@ import contextvars
 import functools
 import logging
 import math
-import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
+from django_ws_client.asyncio_internals import swap_current_task
 from django_ws_client.exceptions import StopConsumer
 from django_ws_client.tracing import span, tracing_enabled
 
@@ -78,13 +78,16 @@ class ConnectionPort(ABC):
     # type of the event it handles (set per event: cheaper than renaming its task).
     consumer_name = ""
     handling = ""
-    # Whether an event that finds the consumer idle runs its handler at once (in an
-    # eager task, Python 3.12+) instead of waking the consumer's task: servers set it
-    # when their loop runs eager tasks. What runs so, its task and its context:
+    # Whether an event that finds the consumer idle runs its handler at once, as the
+    # consumer's task (Python 3.12+), instead of waking that task: servers set it when
+    # their loop runs eager tasks. What runs so, its task and its context:
     eager_handlers = False
     _consumer: Any = None
+    _task: asyncio.Task[Any] | None = None
     _context: contextvars.Context | None = None
-    _inflight: asyncio.Task[bool] | None = None
+    # A handler run at once that waits (_Rest), or how one ended the consumer
+    # (_Outcome): the consumer's task takes it before anything else.
+    _inflight: _Rest | _Outcome | None = None
 
     def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
         self.channel_name = channel_name
@@ -245,11 +248,11 @@ class ConnectionPort(ABC):
         self.consumer_name = type(consumer).__qualname__
         if task is not None:
             _running[task] = self
-            if self.eager_handlers and _EAGER_START:
-                # Handlers run now may run in their own task, in this task's context
-                # (Task.get_context: 3.12+, unknown to 3.11's stubs).
+            if self.eager_handlers and swap_current_task is not None:
+                # Handlers run at once run as this task, in its context (Task.get_context:
+                # 3.12+, unknown to 3.11's stubs).
                 own: Any = task
-                self._consumer, self._context = consumer, own.get_context()
+                self._consumer, self._task, self._context = consumer, task, own.get_context()
         try:
             while True:
                 if not self._inbox:
@@ -257,12 +260,21 @@ class ConnectionPort(ABC):
                     # could be large) while it waits for the next.
                     event = position = None
                     self._waiter = loop.create_future()
-                    await self._waiter
-                    self._waiter = None
+                    try:
+                        await self._waiter
+                    except asyncio.CancelledError as cancelled:
+                        rest = self._inflight
+                        if not isinstance(rest, _Rest):
+                            raise
+                        # Cancelled between a handler's first step and the rest: the
+                        # handler gets it, as it would have had it run here all along.
+                        rest.error = cancelled
+                    finally:
+                        self._waiter = None
                 running = self._inflight
                 if running is not None:
-                    # A handler run at once (eager_handlers) has not finished, or
-                    # ended the consumer: it comes before what queued meanwhile.
+                    # A handler run at once (eager_handlers) waits, or ended the
+                    # consumer: it comes before what queued meanwhile.
                     self._inflight = None
                     if await running:
                         break
@@ -277,10 +289,10 @@ class ConnectionPort(ABC):
         finally:
             if task is not None:
                 _running.pop(task, None)
-            self._consumer = self._context = None
-            running = self._inflight
-            if running is not None and not running.done():
-                running.cancel()  # the consumer's task was cancelled: so is its handler
+            self._consumer = self._task = self._context = None
+            running, self._inflight = self._inflight, None
+            if isinstance(running, _Rest):
+                running.coroutine.close()  # never resumed (not a path known to happen)
             await self.leave_all_groups()
 
     async def _handle(
@@ -341,46 +353,39 @@ class ConnectionPort(ABC):
 
     def _handle_now(self, event: Event, size: int, position: Position | None) -> None:
         """Run the handler for a channel layer event that found the consumer idle at
-        once, in a task of its own started eagerly (``eager_handlers``): a handler that
-        does not wait (a group message written straight to the socket) finishes here,
-        and the consumer's task is never woken. One that waits goes on in its task, and
-        the consumer's task takes what comes meanwhile after it. Either way handlers run
-        one at a time, in order, in the consumer's context, and a handler's task is
-        its own (``asyncio.timeout`` and cancellation work on it as on the consumer's).
+        once (``eager_handlers``), as the consumer's task: its first step runs here,
+        with the consumer's task current and in its context, as asyncio runs an eager
+        task's first step. A handler that does not wait (a group message written
+        straight to the socket) finishes here, and the consumer's task is never woken,
+        nor any task made. One that waits is handed to the consumer's task, which goes
+        on with it before anything that comes meanwhile. Either way handlers run one at
+        a time, in order, in the consumer's context, and ``asyncio.current_task()``,
+        ``asyncio.timeout`` and cancellation see the consumer's task, as in Channels.
 
         Only channel layer events run so: a client's frames and the disconnect arrive in
         websockets' protocol callbacks, where no consumer code should run."""
         global _starting_now
+        # Just arrived: not expired (an inf arrival skips the check).
+        coroutine = self._handle(self._consumer, math.inf, event, size, position)
+        loop = self._waiter.get_loop()  # type: ignore[union-attr]
         _starting_now = True
+        replaced = swap_current_task(loop, self._task)  # type: ignore[misc]
         try:
-            started = _EAGER_TASK(
-                # Just arrived: not expired (an inf arrival skips the check).
-                self._handle(self._consumer, math.inf, event, size, position),
-                loop=self._waiter.get_loop(),  # type: ignore[union-attr]
-                eager_start=True,
-                context=self._context,
-            )
-        finally:
-            _starting_now = False
-        if started.done():
-            if _went_on(started):
+            waiting = self._context.run(coroutine.send, None)  # type: ignore[union-attr]
+        except StopIteration as finished:
+            if not finished.value:
                 return  # handled, and the consumer goes on: nothing to tell its task
+            self._inflight = _Outcome(ended=True)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # as an asyncio task lets them through
+        except BaseException as error:  # re-raised in the consumer's task
+            self._inflight = _Outcome(error=error)
         else:
-            started.add_done_callback(self._settled)
-        # Waiting, or the consumer ended: its task takes it from here.
-        self._inflight = started
-        if started.done():
-            self._wake()
-
-    def _settled(self, handler: asyncio.Task[bool]) -> None:
-        """A handler run at once finished after waiting: the consumer's task, if idle,
-        hears of it only if it ended the consumer."""
-        if self._inflight is not handler:
-            return  # the consumer's task has it already
-        if _went_on(handler):
-            self._inflight = None
-        else:
-            self._wake()
+            self._inflight = _Rest(coroutine, waiting)
+        finally:
+            swap_current_task(loop, replaced)  # type: ignore[misc]
+            _starting_now = False
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -395,38 +400,70 @@ class ConnectionPort(ABC):
 # The port each consumer task runs, for describe_task(). Naming the task instead would
 # keep a formatted name per connection and format it again on each change of event type.
 _running: dict[asyncio.Task[Any], ConnectionPort] = {}
-_HANDLE_CODE = ConnectionPort._handle.__code__
 
 # Handlers run at once only from outside another such start: an event that one
 # handler's first step sends to an idle consumer of this process queues for that
 # consumer's task instead, so that starts never nest (nor enter a context twice).
 _starting_now = False
 
-# asyncio.Task's ``eager_start`` (Python 3.12+); on 3.11 handlers always run in the
-# consumer's task.
-_EAGER_TASK: Any = asyncio.Task
-_EAGER_START = sys.version_info >= (3, 12)
+
+class _Rest:
+    """The rest of a handler whose first step ran at once and now waits for ``waiting``
+    (what it yielded): the consumer's task awaits this to go on with it, as asyncio's
+    task would go on with a coroutine. Cancellation reaches the handler as it would in
+    a task: through the future it waits for, or thrown in (``error``, when the
+    consumer's task was cancelled before it took the handler up)."""
+
+    __slots__ = ("coroutine", "error", "waiting")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, bool], waiting: Any) -> None:
+        self.coroutine = coroutine
+        self.waiting = waiting
+        self.error: BaseException | None = None
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        coroutine, waiting, error = self.coroutine, self.waiting, self.error
+        self.waiting = self.error = None
+        while True:
+            if error is None:
+                try:
+                    yield waiting
+                except GeneratorExit:
+                    coroutine.close()
+                    raise
+                except BaseException as thrown:  # passed on to the handler
+                    error = thrown
+            try:
+                waiting = coroutine.send(None) if error is None else coroutine.throw(error)
+            except StopIteration as finished:
+                return bool(finished.value)
+            error = None
+
+
+class _Outcome:
+    """How a handler run at once ended without waiting, when its consumer's task must
+    act on it: the consumer ended (``ended``), or the handler raised what the
+    connection's rules do not catch (``error``, raised in the consumer's task)."""
+
+    __slots__ = ("ended", "error")
+
+    def __init__(self, ended: bool = False, error: BaseException | None = None) -> None:
+        self.ended = ended
+        self.error = error
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        if self.error is not None:
+            raise self.error
+        return self.ended
+        yield  # a generator, so that awaiting it is the same as awaiting the rest
 
 
 def describe_task(task: asyncio.Task[Any]) -> str:
     """What ``task`` runs: the consumer and the event it handles when it is a consumer's
-    task, its own name otherwise. Safe from another thread (the loop watchdog's): one
-    dict lookup and attribute reads."""
+    task (handlers run at once run as it too), its own name otherwise. Safe from
+    another thread (the loop watchdog's): one dict lookup and attribute reads."""
     port = _running.get(task)
-    if port is None:
-        # A handler run at once (eager_handlers) has a task of its own: its port is
-        # the ``self`` of the _handle coroutine it runs.
-        coro = task.get_coro()
-        frame = getattr(coro, "cr_frame", None)
-        if frame is not None and getattr(coro, "cr_code", None) is _HANDLE_CODE:
-            port = frame.f_locals.get("self")
-    return port.describe() if isinstance(port, ConnectionPort) else task.get_name()
-
-
-def _went_on(handler: asyncio.Task[bool]) -> bool:
-    """Whether a finished handler's task left the consumer running: not cancelled, no
-    exception, and the consumer not ended."""
-    return not handler.cancelled() and handler.exception() is None and not handler.result()
+    return port.describe() if port is not None else task.get_name()
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

@@ -1,12 +1,14 @@
 """Handlers run at once: with eager tasks (``WEBSOCKET_SERVER['EAGER_TASKS']``, Python
-3.12+), a channel layer event that finds its consumer idle runs the handler in a task of
-its own, started eagerly where the event arrives, instead of waking the consumer's task
+3.12+), a channel layer event that finds its consumer idle runs the handler where the
+event arrives, as the consumer's task, instead of waking that task
 (``ConnectionPort.eager_handlers``). The connection's rules must hold as before, through
 a real worker, broker and clients, with eager tasks on and off:
 
-- handlers run one at a time, in arrival order, in the consumer's context;
-- a handler that waits goes on in its own task: ``asyncio.timeout`` cancels it, not the
-  worker's link to the broker, and later events wait for it;
+- handlers run one at a time, in arrival order, in the consumer's context, and
+  ``asyncio.current_task()`` in a handler is the consumer's own task, as in Channels;
+- a handler that waits goes on in the consumer's task: ``asyncio.timeout`` cancels it,
+  not the worker's link to the broker, also when it expires before that task has taken
+  the handler up, and later events wait for it;
 - a handler that raises closes with 1011, ``StopConsumer`` with 1000;
 - a disconnect waits for the handler in progress;
 - the loop watchdog names the consumer whose handler blocks the loop.
@@ -58,8 +60,10 @@ async def sender_and_listener(
 
 
 def ran_at_once(got: list[dict[str, Any]]) -> list[int]:
-    """The events whose handler ran outside the consumer's own task."""
-    return [report["n"] for report in got if not report["own_task"]]
+    """The events whose handler ran where the event arrived, not from the consumer's
+    loop; every handler runs as the consumer's own task either way."""
+    assert all(report["own_task"] for report in got), got
+    return [report["n"] for report in got if report["at_once"]]
 
 
 @MODES
@@ -98,10 +102,20 @@ async def test_a_handler_that_times_out_is_cancelled_alone(
     await sender.send(json.dumps([{"n": 0, "timeout": 0.05}, {"n": 1}]))
     got = await reports(listener, 2)
     assert [(report["n"], report.get("timed_out")) for report in got] == [(0, True), (1, None)]
-    # The worker's link to the broker was not what the timeout cancelled: it delivers on.
-    await sender.send(json.dumps([{"n": 2}]))
-    assert [report["n"] for report in await reports(listener, 1)] == [2]
-    print(f"\neager tasks {'on' if eager else 'off'}: timed out: {got[0]}; delivered after: 2")
+    # A timeout that expires at once: with eager tasks, before the consumer's task has
+    # taken the waiting handler up (the cancellation reaches the handler all the same).
+    await sender.send(json.dumps([{"n": 2, "timeout": 0}]))
+    got += await reports(listener, 1)
+    assert (got[2]["n"], got[2]["timed_out"]) == (2, True)
+    assert ran_at_once(got) == ([0, 2] if eager and AT_ONCE else [])
+    assert [report["own_task_after"] for report in got if "timed_out" in report] == [True, True]
+    # The worker's link to the broker was not what the timeouts cancelled: it delivers on.
+    await sender.send(json.dumps([{"n": 3}]))
+    assert [report["n"] for report in await reports(listener, 1)] == [3]
+    print(
+        f"\neager tasks {'on' if eager else 'off'}: timed out: {got[0]} and {got[2]}; "
+        "delivered after: 3"
+    )
 
 
 @MODES
@@ -151,7 +165,7 @@ async def test_the_loop_watchdog_names_the_consumer_whose_handler_blocks(
     wait_until(lambda: "blocked for" in server.log(), 5, "the loop watchdog's warning")
     line = next(line for line in server.log().splitlines() if "blocked for" in line)
     print(
-        f"\neager tasks {'on' if eager else 'off'}, run at once: {not report['own_task']}: {line}"
+        f"\neager tasks {'on' if eager else 'off'}, run at once: {report['at_once']}: {line}"
     )
     assert f"by HandlerRulesConsumer on {hello['channel']} handling 'rule.event'" in line
-    assert report["own_task"] is not (eager and AT_ONCE)
+    assert ran_at_once([report]) == ([0] if eager and AT_ONCE else [])

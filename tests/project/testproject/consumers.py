@@ -6,6 +6,7 @@ import base64
 import contextvars
 import json
 import os
+import sys
 import time
 from urllib.parse import parse_qs
 
@@ -270,9 +271,21 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 _connect_marker: contextvars.ContextVar[str] = contextvars.ContextVar("connect_marker")
 
 
+def _run_at_once() -> bool:
+    """Whether the calling handler runs where its event arrived (the connection's
+    ``_handle_now``), not from its consumer's loop."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_qualname == "ConnectionPort._handle_now":
+            return True
+        frame = frame.f_back
+    return False
+
+
 class HandlerRulesConsumer(AsyncWebsocketConsumer):
     """Reports how each group event's handler ran (tests/e2e/test_eager_handlers.py):
-    in the consumer's own task or not, in its context, overlapping another or not. A
+    at once or from the consumer's loop, as the consumer's own task or not, in its
+    context, overlapping another or not. A
     client message is a list of events to send to the room; each event may ask its
     handler to wait, time out, block the loop, raise or stop the consumer."""
 
@@ -298,17 +311,20 @@ class HandlerRulesConsumer(AsyncWebsocketConsumer):
         try:
             report = {
                 "n": event["n"],
+                "at_once": _run_at_once(),
                 "own_task": asyncio.current_task() is self.own_task,
                 "context": _connect_marker.get(None),
                 "overlapped": self.running > 1,
             }
-            if event.get("timeout"):
+            if "timeout" in event:
                 try:
                     async with asyncio.timeout(event["timeout"]):
                         await asyncio.sleep(30)
                     report["timed_out"] = False
                 except TimeoutError:
                     report["timed_out"] = True
+                # Still its consumer's task after the wait.
+                report["own_task_after"] = asyncio.current_task() is self.own_task
             if event.get("wait"):
                 await asyncio.sleep(event["wait"])
             if event.get("block"):
