@@ -285,9 +285,9 @@ def _run_at_once() -> bool:
 class HandlerRulesConsumer(AsyncWebsocketConsumer):
     """Reports how each group event's handler ran (tests/e2e/test_eager_handlers.py):
     at once or from the consumer's loop, as the consumer's own task or not, in its
-    context, overlapping another or not. A
-    client message is a list of events to send to the room; each event may ask its
-    handler to wait, time out, block the loop, raise or stop the consumer."""
+    context, overlapping another or not. A client message is a list of events to send
+    to the room; each event may ask its handler to wait, time out, block the loop,
+    raise or stop the consumer."""
 
     async def connect(self):
         self.room = "rules." + self.scope["url_route"]["kwargs"]["room"]
