@@ -85,9 +85,9 @@ class ConnectionPort(ABC):
     _consumer: Any = None
     _task: asyncio.Task[Any] | None = None
     _context: contextvars.Context | None = None
-    # A handler run at once that waits (_Rest), or how one ended the consumer
-    # (_Outcome): the consumer's task takes it before anything else.
-    _inflight: _Rest | _Outcome | None = None
+    # A handler run at once that waits (_Rest), or a done future with how one ended
+    # the consumer: the consumer's task takes it before anything else.
+    _inflight: _Rest | asyncio.Future[bool] | None = None
 
     def __init__(self, *, channel_name: str, layer: ChannelLayer, capacity: int) -> None:
         self.channel_name = channel_name
@@ -375,11 +375,13 @@ class ConnectionPort(ABC):
         except StopIteration as finished:
             if not finished.value:
                 return  # handled, and the consumer goes on: nothing to tell its task
-            self._inflight = _Outcome(ended=True)
+            self._inflight = outcome = loop.create_future()
+            outcome.set_result(True)  # the consumer ended
         except (KeyboardInterrupt, SystemExit):
             raise  # as an asyncio task lets them through
         except BaseException as error:  # re-raised in the consumer's task
-            self._inflight = _Outcome(error=error)
+            self._inflight = outcome = loop.create_future()
+            outcome.set_exception(error)
         else:
             self._inflight = _Rest(coroutine, waiting)
         finally:
@@ -438,24 +440,6 @@ class _Rest:
             except StopIteration as finished:
                 return bool(finished.value)
             error = None
-
-
-class _Outcome:
-    """How a handler run at once ended without waiting, when its consumer's task must
-    act on it: the consumer ended (``ended``), or the handler raised what the
-    connection's rules do not catch (``error``, raised in the consumer's task)."""
-
-    __slots__ = ("ended", "error")
-
-    def __init__(self, ended: bool = False, error: BaseException | None = None) -> None:
-        self.ended = ended
-        self.error = error
-
-    def __await__(self) -> Generator[Any, None, bool]:
-        if self.error is not None:
-            raise self.error
-        return self.ended
-        yield  # a generator, so that awaiting it is the same as awaiting the rest
 
 
 def describe_task(task: asyncio.Task[Any]) -> str:
