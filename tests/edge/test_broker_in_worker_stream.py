@@ -194,3 +194,123 @@ async def test_an_edge_that_cancels_with_frames_unread_leaves_nothing_waiting() 
     assert ended.code() == grpc.StatusCode.CANCELLED
     assert left == []
     assert servicer.shard.edges == {}
+
+
+class Sink:
+    """The edge's side of ``deliver``: keeps each frame and the task it arrived in."""
+
+    def __init__(self, fail_on_sync: int = 0) -> None:
+        self.frames: list[broker_pb2.BrokerFrame] = []
+        self.tasks: set[str] = set()
+        self.fail_on_sync = fail_on_sync
+        self.arrived = asyncio.Event()
+
+    def __call__(self, frame: broker_pb2.BrokerFrame) -> None:
+        task = asyncio.current_task()
+        self.tasks.add(task.get_name() if task is not None else "no task")
+        self.frames.append(frame)
+        self.arrived.set()
+        if frame.synced and frame.synced == self.fail_on_sync:
+            raise RuntimeError("the edge failed on this frame")
+
+    async def until_synced(self, token: int) -> None:
+        while not any(frame.synced == token for frame in self.frames):
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 5)
+
+
+async def test_once_welcomed_frames_pass_without_waking_a_task_for_them() -> None:
+    servicer = BrokerServicer(ShardState())
+    member = await attached(servicer, "member", "room")
+    sender = await attached(servicer, "sender")
+    sink = Sink()
+    delivering = asyncio.create_task(member.deliver(sink), name="the edge's reader")
+    await asyncio.sleep(0)
+    # The write applies its frame in the servicer before it returns: no task of the
+    # servicer's runs between the two lines.
+    before = servicer.shard.counters.published
+    await sender.write(
+        broker_pb2.EdgeFrame(publish=[broker_pb2.Publish(group="room", event=event("hi"), seq=1)])
+    )
+    applied_at_once = servicer.shard.counters.published - before
+    await member.write(broker_pb2.EdgeFrame(sync=1))
+    await sink.until_synced(1)
+    texts = [codec.decode(d.event).body["text"] for f in sink.frames for d in f.deliveries]
+    print(
+        f"\napplied when the write returned: {applied_at_once}; delivered {texts} "
+        f"in {len(sink.frames)} frames, taken in tasks {sorted(sink.tasks)}"
+    )
+    assert applied_at_once == 1
+    assert texts == ["hi"]
+    # Each frame reached the edge as the servicer wrote it, in the servicer's task,
+    # never in the edge's reader (which would have had to be woken for it).
+    assert "the edge's reader" not in sink.tasks
+    assert not delivering.done()
+    member.cancel()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(delivering, 5)
+    assert ended.value.code() == grpc.StatusCode.CANCELLED
+    sender.cancel()
+    await member.wait_closed()
+    await sender.wait_closed()
+    assert servicer.shard.edges == {}
+
+
+async def test_frames_queued_before_delivery_starts_come_first_in_order() -> None:
+    servicer = BrokerServicer(ShardState())
+    member = await attached(servicer, "member")
+    # Answers written while nobody reads wait in the queue (as many as it holds)...
+    for token in range(1, IN_FLIGHT_FRAMES + 1):
+        await member.write(broker_pb2.EdgeFrame(sync=token))
+    for _ in range(5000):  # up to 5 s for the servicer's write loop to write them
+        if member._to_edge.full():
+            break
+        await asyncio.sleep(0.001)
+    queued = member._to_edge.qsize()
+    # ... and go first once the edge takes frames as they come; then the rest.
+    sink = Sink()
+    delivering = asyncio.create_task(member.deliver(sink))
+    last = 3 * IN_FLIGHT_FRAMES
+    for token in range(IN_FLIGHT_FRAMES + 1, last + 1):
+        await member.write(broker_pb2.EdgeFrame(sync=token))
+    await sink.until_synced(last)
+    tokens = [frame.synced for frame in sink.frames]
+    print(f"\n{queued} answers queued before delivery; got {tokens}")
+    assert queued == IN_FLIGHT_FRAMES
+    assert tokens == list(range(1, last + 1))
+    member.cancel()
+    with pytest.raises(grpc.aio.AioRpcError):
+        await asyncio.wait_for(delivering, 5)
+
+
+async def test_an_edge_that_fails_on_a_frame_ends_the_stream_with_its_error() -> None:
+    servicer = BrokerServicer(ShardState())
+    member = await attached(servicer, "member", "room")
+    sink = Sink(fail_on_sync=2)
+    delivering = asyncio.create_task(member.deliver(sink))
+    await asyncio.sleep(0)
+    await member.write(broker_pb2.EdgeFrame(sync=1))
+    await member.write(broker_pb2.EdgeFrame(sync=2))
+    # The error goes to the edge's reader, as a link's reader failing on a frame does;
+    # the servicer's handler is cancelled and the edge detached, as gRPC would.
+    with pytest.raises(RuntimeError) as failed:
+        await asyncio.wait_for(delivering, 5)
+    await member.wait_closed()
+    print(f"\nthe reader ended with: {failed.value}; edges left: {list(servicer.shard.edges)}")
+    assert [frame.synced for frame in sink.frames] == [1, 2]
+    assert servicer.shard.edges == {}
+    with pytest.raises(grpc.aio.AioRpcError):
+        await member.write(broker_pb2.EdgeFrame(sync=3))
+
+
+async def test_a_frame_the_servicer_fails_on_ends_the_stream_with_unknown() -> None:
+    servicer = BrokerServicer(ShardState())
+    call = await attached(servicer, "edge")
+    # Applied at once now: the write itself fails, with the status the stream ends with.
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await call.write(object())  # type: ignore[arg-type]
+    ended = await stream_end(call)
+    await call.wait_closed()
+    assert failed.value.code() == ended.code() == grpc.StatusCode.UNKNOWN
+    assert "AttributeError" in (ended.details() or "")
+    assert servicer.shard.edges == {}
