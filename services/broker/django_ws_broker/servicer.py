@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
@@ -80,21 +79,6 @@ class _Refusals:
             f"(only the first {MAX_REFUSALS_LISTED} refusals are listed)"
         )
         return [*self.listed, more]
-
-
-@runtime_checkable
-class InProcessContext(Protocol):
-    """The context of an Attach stream opened from this very process (a worker hosting
-    the broker, :mod:`django_ws_edge.broker_in_worker`).
-
-    Once the stream is welcomed, the servicer gives it the function that applies one of
-    its frames, and the stream calls it from its own ``write``: a frame is applied before
-    the edge's write returns, instead of waiting for this handler's task to be woken for
-    it. Every rule of :meth:`BrokerServicer._apply` holds; only the hand-off between
-    tasks goes.
-    """
-
-    def apply_frames_with(self, apply: Callable[[broker_pb2.EdgeFrame], None]) -> None: ...
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServicer):
@@ -185,12 +169,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
             # welcome its groups are in place, so nothing published after it is missed.
             self._apply(edge, first)
             await context.write(self._welcome())
-            writer = asyncio.create_task(
-                self._write_loop(edge, context), name=f"broker-writes-to-{hello.edge_id}"
-            )
-            if isinstance(context, InProcessContext):
-                # Frames written before this are still read below, in order.
-                context.apply_frames_with(functools.partial(self._apply, edge))
+            writer = asyncio.create_task(self._write_loop(edge, context))
             async for frame in iterator:
                 self._apply(edge, frame)
                 if writer.done():

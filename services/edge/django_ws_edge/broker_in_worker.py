@@ -10,16 +10,10 @@ again, with grpc's poller threads and a process switch on each side. With
   (views, management commands, Channels apps on ``GRPCChannelLayer``) publish and
   attach as before, through gRPC;
 - the worker's own link skips gRPC: :class:`LocalAttachCall` hands its frames to the
-  broker's unchanged ``Attach`` handler as protobuf objects, and the broker's frames
-  come back the same way. Every rule of the stream (hello, welcome, acknowledgements,
-  sync barriers, refusals, bounded queues and counted drops) is the servicer's own;
-  nothing is serialized;
-- once the stream is welcomed, neither direction waits for another task to be woken:
-  the link's write applies its frame in the servicer at once
-  (:class:`~django_ws_broker.servicer.InProcessContext`), and each frame the servicer
-  writes is handed to the link as it is written (:meth:`LocalAttachCall.deliver`). Until
-  then, and whenever frames are already waiting, they go through two bounded queues,
-  in order.
+  broker's unchanged ``Attach`` handler through two bounded queues, as protobuf
+  objects, and reads the broker's frames back the same way. Every rule of the stream
+  (hello, welcome, acknowledgements, sync barriers, refusals, bounded queues and
+  counted drops) is the servicer's own; nothing is serialized.
 
 What it costs: the broker's groups, history and presence live as long as the worker.
 A worker replaced after a crash or a wedge starts a new broker, so members who come
@@ -32,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -46,13 +40,10 @@ from django_ws_edge.links import BrokerLink
 from django_ws_proto.v1 import broker_pb2
 
 IN_FLIGHT_FRAMES = 8
-"""Frames queued each way before the writer waits, as gRPC's flow control makes a
-writer wait: an edge that stops reading (one that reads with ``read``, not ``deliver``)
-makes the broker's own bounded queue fill up and count its drops, instead of frames
-piling up here. Each frame is bounded in bytes by its writer (the broker's batch limit,
-the link's publish limit)."""
-
-FrameSink = Callable[[broker_pb2.BrokerFrame], None]
+"""Frames in flight each way before the writer waits, as gRPC's flow control makes a
+writer wait: a worker that stops reading makes the broker's own bounded queue fill up
+and count its drops, instead of frames piling up here. Each frame is bounded in bytes
+by its writer (the broker's batch limit, the link's publish limit)."""
 
 
 class _Aborted(Exception):
@@ -65,33 +56,19 @@ class _Aborted(Exception):
 
 
 class _ServicerContext:
-    """The part of ``grpc.aio.ServicerContext`` that ``BrokerServicer.Attach`` uses, and
-    :class:`~django_ws_broker.servicer.InProcessContext`."""
+    """The part of ``grpc.aio.ServicerContext`` that ``BrokerServicer.Attach`` uses."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]], to_edge: asyncio.Queue[Any]) -> None:
         self._metadata = tuple(metadata)
         self._to_edge = to_edge
         self.code = grpc.StatusCode.OK
         self.details = ""
-        # Set once the servicer welcomed the stream: applies one of the edge's frames.
-        self.apply: Callable[[broker_pb2.EdgeFrame], None] | None = None
-        # Set while the edge takes frames as they are written (LocalAttachCall.deliver).
-        self.sink: FrameSink | None = None
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
-    def apply_frames_with(self, apply: Callable[[broker_pb2.EdgeFrame], None]) -> None:
-        self.apply = apply
-
     async def write(self, frame: broker_pb2.BrokerFrame) -> None:
-        # The servicer writes from one task at a time (the welcome, then its write
-        # loop), so a frame finding the queue empty has none before it to wait for.
-        sink = self.sink
-        if sink is not None and self._to_edge.empty():
-            sink(frame)
-        else:
-            await self._to_edge.put(frame)
+        await self._to_edge.put(frame)
 
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise _Aborted(code, details)
@@ -111,8 +88,7 @@ class LocalAttachCall:
     """An ``Attach`` stream to a servicer in this process, with the methods of
     ``grpc.aio.StreamStreamCall`` that :class:`~django_ws_edge.links.BrokerLink` uses:
     ``write``, ``read`` (``grpc.aio.EOF`` at the end, ``AioRpcError`` on a status other
-    than OK) and ``cancel``; and :meth:`deliver`, which a link uses instead of ``read``
-    once it has the welcome."""
+    than OK) and ``cancel``."""
 
     def __init__(self, servicer: BrokerServicer, metadata: Sequence[tuple[str, str]]) -> None:
         self._to_broker: asyncio.Queue[Any] = asyncio.Queue(IN_FLIGHT_FRAMES)
@@ -121,8 +97,6 @@ class LocalAttachCall:
         self._error: grpc.aio.AioRpcError | None = None
         self._finished = False
         self._cancelled = False
-        # What the edge's sink raised, ending the stream (deliver raises it).
-        self._sink_failure: BaseException | None = None
         self._task = asyncio.get_running_loop().create_task(
             self._serve(servicer), name="broker-in-worker-attach"
         )
@@ -147,13 +121,10 @@ class LocalAttachCall:
             return
         self._finished = True
         context = self._context
-        failure = None if task.cancelled() else task.exception()  # retrieved either way
-        if task.cancelled() or self._cancelled:
-            # Ended by the edge's cancel (the handler may have returned on it, as a
-            # cancelled gRPC handler does): what it did not set is CANCELLED.
+        if task.cancelled():
             if context.code == grpc.StatusCode.OK:
                 context.code, context.details = grpc.StatusCode.CANCELLED, "cancelled"
-        elif failure is not None:
+        elif (failure := task.exception()) is not None:
             context.code = grpc.StatusCode.UNKNOWN
             context.details = f"the in-worker broker failed: {type(failure).__name__}: {failure}"
         if context.code != grpc.StatusCode.OK:
@@ -171,30 +142,10 @@ class LocalAttachCall:
         _drain(self._to_broker)
 
     async def write(self, frame: broker_pb2.EdgeFrame) -> None:
-        task = self._task
-        if task.done():
-            self._served(task)  # its callback may not have run yet
+        if self._task.done():
+            self._served(self._task)  # its callback may not have run yet
             raise self._error or ConnectionError("the in-worker broker ended this stream")
-        apply = self._context.apply
-        if (
-            apply is None
-            or not self._to_broker.empty()  # frames before it: after them, in order
-            or self._cancelled
-            or task.cancelling()
-        ):
-            await self._to_broker.put(frame)
-            return
-        try:
-            apply(frame)
-        except Exception as failure:
-            # As when the handler fails on a frame it read: the stream ends with UNKNOWN.
-            context = self._context
-            context.code = grpc.StatusCode.UNKNOWN
-            context.details = (
-                f"the in-worker broker failed: {type(failure).__name__}: {failure}"
-            )
-            task.cancel()
-            raise _rpc_error(context.code, context.details) from failure
+        await self._to_broker.put(frame)
 
     async def read(self) -> Any:
         if not self._cancelled and not (self._finished and self._to_edge.empty()):
@@ -209,51 +160,12 @@ class LocalAttachCall:
             raise self._error
         return grpc.aio.EOF
 
-    async def deliver(self, sink: FrameSink) -> None:
-        """Hand each frame the servicer writes to ``sink`` as it is written, until the
-        stream ends; then return at its end (``read``'s EOF) or raise as ``read``
-        would, or raise what ``sink`` raised, which ends the stream (the servicer's
-        handler is cancelled, as when a gRPC client's reader fails and it cancels).
-
-        Frames already queued go first, in order. The broker's frames are then neither
-        queued nor waited for: the edge takes each one while the servicer's write loop
-        runs, so the broker's own bounded queue, with its counted drops, is the only
-        one between them."""
-
-        def take(frame: broker_pb2.BrokerFrame) -> None:
-            try:
-                sink(frame)
-            except Exception as failure:
-                # The edge gives up on the stream, as a link whose reader fails cancels
-                # its gRPC call.
-                self._sink_failure = failure
-                self.cancel()
-                if not self._finished and self._to_edge.empty():
-                    self._to_edge.put_nowait(_END)  # wakes the read below
-
-        if not self._cancelled and not self._finished:
-            self._context.sink = take
-        try:
-            while self._sink_failure is None:
-                frame = await self.read()
-                if frame is grpc.aio.EOF:
-                    break
-                take(frame)
-        except grpc.aio.AioRpcError:
-            if self._sink_failure is None:
-                raise
-        finally:
-            self._context.sink = None
-        if self._sink_failure is not None:
-            raise self._sink_failure
-
     def cancel(self) -> bool:
         """End the stream from the edge's side: the servicer's handler is cancelled,
         as gRPC cancels it when a client cancels its call."""
         if self._task.done():
             return False
         self._cancelled = True
-        self._context.sink = None  # nothing more reaches the edge
         self._task.cancel()
         return True
 

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import grpc
 
@@ -51,15 +51,6 @@ class AttachCall(Protocol):
     async def read(self) -> Any: ...
 
     def cancel(self) -> bool: ...
-
-
-@runtime_checkable
-class DeliveringCall(AttachCall, Protocol):
-    """An ``Attach`` stream that can hand the broker's frames over as they are written
-    (the broker in this process): the link then takes them without a task of its own
-    waking for each one."""
-
-    async def deliver(self, sink: Callable[[broker_pb2.BrokerFrame], None]) -> None: ...
 
 
 AttachOpener = Callable[[tuple[tuple[str, str], ...]], AttachCall]
@@ -581,22 +572,14 @@ class BrokerLink:
             call.cancel()
 
     async def _read(self, call: AttachCall) -> None:
-        if isinstance(call, DeliveringCall):
-            await call.deliver(self._take)
-        else:
-            while True:
-                frame = await call.read()
-                if frame is grpc.aio.EOF:
-                    break
-                self._take(frame)
-        raise ConnectionError(f"broker {self.ordinal} closed the stream")
-
-    def _take(self, frame: broker_pb2.BrokerFrame) -> None:
-        """One frame from the broker, after its welcome."""
-        if frame.acked:
-            self._acknowledged(frame.acked)
-        if frame.synced:
-            waiter = self._sync_waiters.pop(frame.synced, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        self.handlers.on_frame(self.ordinal, frame)
+        while True:
+            frame = await call.read()
+            if frame is grpc.aio.EOF:
+                raise ConnectionError(f"broker {self.ordinal} closed the stream")
+            if frame.acked:
+                self._acknowledged(frame.acked)
+            if frame.synced:
+                waiter = self._sync_waiters.pop(frame.synced, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            self.handlers.on_frame(self.ordinal, frame)
