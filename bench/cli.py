@@ -3,8 +3,9 @@
 ``run`` starts every system in turn (django-ws; Channels on both channels_redis layers,
 on django-ws' GRPCChannelLayer and on channels-nats; bare websockets), runs the
 scenarios against each, stops everything it started, prints the table and saves the
-results as JSON (and plots). ``broker`` runs the broker micro-benchmark alone;
-``report`` reprints and replots a saved run.
+results as JSON (and plots). ``broker``, ``presence`` and ``stream`` run the broker's,
+the presence and the in-worker stream's micro-benchmarks alone; ``report`` reprints and
+replots a saved run.
 """
 
 from __future__ import annotations
@@ -274,6 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
     presence.add_argument("--publishes", type=int, default=10_000)
     presence.add_argument("--rounds", type=int, default=3)
     presence.add_argument("--output", type=Path)
+
+    stream = commands.add_parser(
+        "stream",
+        help="run only the in-worker stream micro-benchmark (CPU per group message from "
+        "a link to the broker in the same process and back)",
+    )
+    stream.add_argument("--rate", type=float, default=2000.0, help="messages per second")
+    stream.add_argument("--seconds", type=float, default=5.0, help="length of each round")
+    stream.add_argument("--rounds", type=int, default=5)
+    stream.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="alternate each round with django-ws' code at this git commit",
+    )
+    stream.add_argument("--output", type=Path)
 
     report = commands.add_parser("report", help="print the table and redraw plots of a saved run")
     report.add_argument("results", type=Path)
@@ -577,6 +593,36 @@ def main(argv: list[str] | None = None) -> None:
                         "command": "python -m bench " + " ".join(sys.argv[1:]),
                         "machine": machine_info(),
                         "presence": result,
+                    },
+                    indent=2,
+                )
+            )
+            print(f"results: {output}")
+        elif args.command == "stream":
+            from bench.report import machine_info
+            from bench.stream_micro import run_stream_micro
+
+            snapshot_server_code(workdir)
+            sides = {"django-ws": ""}
+            if args.baseline:
+                commit = snapshot_baseline(workdir, args.baseline)
+                sides[f"django-ws @{commit}"] = commit
+            result = run_stream_micro(
+                sides, rate=args.rate, seconds=args.seconds, rounds=args.rounds, log=log
+            )
+            for label, side in result.items():
+                log(
+                    f"{label}: {side['min_us_per_message']} us of CPU per message at least, "
+                    f"{side['median_us_per_message']} median, {side['lost']} lost"
+                )
+            output = args.output or RESULTS_DIR / f"stream-{stamp}.json"
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(
+                json.dumps(
+                    {
+                        "command": "python -m bench " + " ".join(sys.argv[1:]),
+                        "machine": machine_info(),
+                        "stream": result,
                     },
                     indent=2,
                 )
