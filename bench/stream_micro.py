@@ -113,9 +113,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="one round of the in-worker stream micro")
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--event-loop", default="auto", help="auto, asyncio or uvloop")
     args = parser.parse_args(argv)
     try:
-        result = asyncio.run(one_round(args.rate, args.seconds))
+        # The loop a worker runs by default (EVENT_LOOP 'auto': uvloop when installed),
+        # as its timers and callbacks are part of what a message costs.
+        from django_ws_proto.event_loop import resolve_event_loop, run
+
+        loop = resolve_event_loop(args.event_loop, "--event-loop")
+        result = run(one_round(args.rate, args.seconds), loop)
+        result["event_loop"] = loop.describe()
     except ImportError as exc:
         # A baseline commit from before the broker could run inside a worker.
         raise SystemExit(f"this code has no in-worker broker stream to measure: {exc}") from None
@@ -157,7 +164,8 @@ def run_stream_micro(
             runs[label].append(result)
             log(
                 f"  round {round_number} {label}: {result['cpu_us_per_message']} us of CPU "
-                f"per message, {result['delivered']} of {result['messages']} delivered"
+                f"per message, {result['delivered']} of {result['messages']} delivered "
+                f"({result.get('event_loop', 'asyncio')})"
             )
     summary: dict[str, Any] = {}
     for label, results in runs.items():
