@@ -538,6 +538,20 @@ def _print_and_save(data: dict[str, Any], output: Path, plot_dir: Path | None) -
         print(f"plot: {path}")
 
 
+def _save_micro(key: str, result: dict[str, Any], output: Path) -> None:
+    """Save a micro-benchmark's result under ``key`` with the command and the machine."""
+    from bench.report import machine_info
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        key: result,
+    }
+    output.write_text(json.dumps(data, indent=2))
+    print(f"results: {output}")
+
+
 def _install_signal_handlers() -> None:
     """Ctrl-C and SIGTERM raise KeyboardInterrupt wherever the run is, so the ``finally``
     that stops every process runs. Installed before ``asyncio.run``, this also keeps
@@ -571,7 +585,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "presence":
             from bench.presence_micro import run_presence_micro
-            from bench.report import machine_info
 
             snapshot_server_code(workdir)
             result = asyncio.run(
@@ -585,21 +598,8 @@ def main(argv: list[str] | None = None) -> None:
                     log=log,
                 )
             )
-            output = args.output or RESULTS_DIR / f"presence-{stamp}.json"
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(
-                json.dumps(
-                    {
-                        "command": "python -m bench " + " ".join(sys.argv[1:]),
-                        "machine": machine_info(),
-                        "presence": result,
-                    },
-                    indent=2,
-                )
-            )
-            print(f"results: {output}")
+            _save_micro("presence", result, args.output or RESULTS_DIR / f"presence-{stamp}.json")
         elif args.command == "stream":
-            from bench.report import machine_info
             from bench.stream_micro import run_stream_micro
 
             snapshot_server_code(workdir)
@@ -615,19 +615,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{label}: {side['min_us_per_message']} us of CPU per message at least, "
                     f"{side['median_us_per_message']} median, {side['lost']} lost"
                 )
-            output = args.output or RESULTS_DIR / f"stream-{stamp}.json"
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(
-                json.dumps(
-                    {
-                        "command": "python -m bench " + " ".join(sys.argv[1:]),
-                        "machine": machine_info(),
-                        "stream": result,
-                    },
-                    indent=2,
-                )
-            )
-            print(f"results: {output}")
+            _save_micro("stream", result, args.output or RESULTS_DIR / f"stream-{stamp}.json")
         elif args.command == "broker":
             from bench.broker_micro import run_broker_micro
             from bench.report import machine_info
