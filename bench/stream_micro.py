@@ -165,7 +165,7 @@ def run_stream_micro(
             log(
                 f"  round {round_number} {label}: {result['cpu_us_per_message']} us of CPU "
                 f"per message, {result['delivered']} of {result['messages']} delivered "
-                f"({result.get('event_loop', 'asyncio')})"
+                f"({result['event_loop']})"
             )
     summary: dict[str, Any] = {}
     for label, results in runs.items():
