@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,12 +28,58 @@ from pathlib import Path
 
 import psutil
 
+EPHEMERAL_PORTS_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where Linux keeps the range it takes outgoing connections' source ports from."""
+
+LOWEST_FREE_PORT = 20_000
+"""The lowest port :func:`free_port` hands out (below it lie well-known services)."""
+
+_handed_out: set[int] = set()
+_choose = random.SystemRandom().choice  # independent of any seed a test sets
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections (Linux's default
+    where the file cannot be read)."""
+    try:
+        low, high = EPHEMERAL_PORTS_FILE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
 
 def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on the loopback interface that nothing listens on right now, and
+    that this process has not handed out before.
+
+    A port the kernel picks (``bind(("127.0.0.1", 0))``) comes from the range it also
+    takes outgoing connections' source ports from, and is free again once the probe
+    closes: a client connecting anywhere, or the next call, could take it before the
+    server that was meant to listen there binds it ("address already in use"). So the
+    port is picked below that range, where only an explicit bind takes a port, and
+    never twice in one process.
+    """
+    low, _high = _ephemeral_ports()
+    candidates = range(LOWEST_FREE_PORT, low) if low - LOWEST_FREE_PORT >= 1_000 else None
+    for _ in range(200 if candidates else 0):
+        assert candidates is not None
+        port = _choose(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or lingering from an earlier test
+        _handed_out.add(port)
+        return port
+    while True:  # no room below the range: let the kernel pick, never one given before
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_until(
@@ -145,9 +192,7 @@ class ManagedProcess:
 
     def check_alive(self) -> None:
         if not self.alive():
-            raise RuntimeError(
-                f"{self.name} exited early; the end of its log:\n{self.log(4000)}"
-            )
+            raise RuntimeError(f"{self.name} exited early; the end of its log:\n{self.log(4000)}")
 
     def signal(self, signum: int) -> None:
         if self.alive():
