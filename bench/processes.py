@@ -60,19 +60,19 @@ def free_port() -> int:
     never twice in one process.
     """
     low, _high = _ephemeral_ports()
-    candidates = range(LOWEST_FREE_PORT, low) if low - LOWEST_FREE_PORT >= 1_000 else None
-    for _ in range(200 if candidates else 0):
-        assert candidates is not None
-        port = _choose(candidates)
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # in use, or lingering from an earlier test
-        _handed_out.add(port)
-        return port
+    if low - LOWEST_FREE_PORT >= 1_000:
+        candidates = range(LOWEST_FREE_PORT, low)
+        for _ in range(200):
+            port = _choose(candidates)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use, or lingering from an earlier test
+            _handed_out.add(port)
+            return port
     while True:  # no room below the range: let the kernel pick, never one given before
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
