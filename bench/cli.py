@@ -406,7 +406,7 @@ async def run_all(
         log(f"baseline: django-ws at {commit} runs beside the current code")
     data: dict[str, Any] = {
         "server_code_sha256": code_digest,
-        "command": "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": _command(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
         "options": {
@@ -538,16 +538,18 @@ def _print_and_save(data: dict[str, Any], output: Path, plot_dir: Path | None) -
         print(f"plot: {path}")
 
 
+def _command() -> str:
+    """This run's command line, as a shell would take it again: what a result file
+    records so that its figures can be reproduced."""
+    return "python -m bench " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+
+
 def _save_micro(key: str, result: dict[str, Any], output: Path) -> None:
     """Save a micro-benchmark's result under ``key`` with the command and the machine."""
     from bench.report import machine_info
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    data = {
-        "command": "python -m bench " + " ".join(sys.argv[1:]),
-        "machine": machine_info(),
-        key: result,
-    }
+    data = {"command": _command(), "machine": machine_info(), key: result}
     output.write_text(json.dumps(data, indent=2))
     print(f"results: {output}")
 
@@ -633,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             data = {
-                "command": "python -m bench " + " ".join(sys.argv[1:]),
+                "command": _command(),
                 "machine": machine_info(),
                 "scenarios": {},
                 "broker": result,
