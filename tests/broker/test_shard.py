@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from django_ws_broker.shard import ShardState
@@ -226,4 +228,47 @@ def test_a_stream_knows_when_its_oldest_queued_delivery_arrived() -> None:
     drain(edge)
     shard.publish(publish("room", "three"))
     assert edge.first_queued >= first  # found the queue empty: a new batch begins
+    assert len(drain(edge)) == 1
+
+
+async def test_a_lingering_writer_stops_waiting_once_a_burst_fills_half_the_queue() -> None:
+    # Lingering longer would not make the frame bigger, and would let the burst go on
+    # filling the queue until deliveries are dropped.
+    shard = ShardState(queue_size=10)
+    edge = shard.attach("ws.a")
+    shard.subscribe(edge, "room")
+    gathering = asyncio.ensure_future(edge.gather(60.0, frame_items=512, frame_bytes=1 << 20))
+    for text in "abcd":
+        shard.publish(publish("room", text))
+        await asyncio.sleep(0)
+        assert not gathering.done()
+    shard.publish(publish("room", "e"))  # five of ten
+    await asyncio.wait_for(gathering, 1.0)
+    assert len(drain(edge)) == 5 and shard.counters.dropped_queue_full == 0
+
+
+async def test_a_lingering_writer_stops_waiting_once_a_frame_is_full_by_bytes() -> None:
+    shard = ShardState()
+    edge = shard.attach("ws.a")
+    shard.subscribe(edge, "room")
+    size = edge.queued_bytes
+    shard.publish(publish("room", "x" * 100))
+    size = edge.queued_bytes - size
+    gathering = asyncio.ensure_future(edge.gather(60.0, frame_items=512, frame_bytes=3 * size))
+    shard.publish(publish("room", "x" * 100))
+    await asyncio.sleep(0)
+    assert not gathering.done()
+    shard.publish(publish("room", "x" * 100))
+    await asyncio.wait_for(gathering, 1.0)
+
+
+async def test_a_lingering_writer_without_a_burst_waits_its_linger_out() -> None:
+    shard = ShardState()
+    edge = shard.attach("ws.a")
+    shard.subscribe(edge, "room")
+    shard.publish(publish("room"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await edge.gather(0.05, frame_items=512, frame_bytes=1 << 20)
+    assert loop.time() - started >= 0.045
     assert len(drain(edge)) == 1

@@ -273,10 +273,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         last_write = 0.0
         while True:
             item, size = await edge.take()
-            # A busy stream gathers a little more into each frame (see linger_left).
+            # A busy stream gathers a little more into each frame (see linger_left),
+            # no longer than it takes to gather a full one.
             wait = linger_left(time.monotonic(), edge.first_queued, last_write)
             if wait > 0:
-                await asyncio.sleep(wait)
+                await edge.gather(wait, MAX_BATCH, max_bytes)
             frame = broker_pb2.BrokerFrame()
             deliveries: list[broker_pb2.Delivery] = []
             batch_bytes = 0

@@ -70,6 +70,11 @@ def edge_id_error(edge_id: str) -> str | None:
     return None
 
 
+def _finish(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(eq=False)
 class EdgeStream:
     """One attached edge worker: its subscriptions and its bounded outbound queue."""
@@ -90,6 +95,10 @@ class EdgeStream:
     # item finds the queue empty, for the writer's linger (django_ws_proto.batching).
     first_queued: float = 0.0
     _sizes: deque[int] = field(init=False, default_factory=deque)
+    # While the writer lingers: the bounds at which it stops, and the future it waits on.
+    _gathering: asyncio.Future[None] | None = field(init=False, default=None)
+    _enough_items: int = field(init=False, default=0)
+    _enough_bytes: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size + _CONTROL_HEADROOM)
@@ -100,6 +109,29 @@ class EdgeStream:
         self.queue.put_nowait(item)
         self._sizes.append(size)
         self.queued_bytes += size
+        if self._gathering is not None and (
+            len(self._sizes) >= self._enough_items or self.queued_bytes >= self._enough_bytes
+        ):
+            _finish(self._gathering)
+
+    async def gather(self, seconds: float, frame_items: int, frame_bytes: int) -> None:
+        """Let more queue for up to ``seconds`` (the writer's linger), ending as soon as
+        a frame's worth (``frame_items`` or ``frame_bytes``) or half the queue's bound
+        waits: a longer wait would not make the frame bigger, and would let a burst fill
+        the queue to where deliveries are dropped."""
+        self._enough_items = min(frame_items, max(1, self.queue_size // 2))
+        self._enough_bytes = min(frame_bytes, max(1, self.queue_bytes // 2))
+        if len(self._sizes) >= self._enough_items or self.queued_bytes >= self._enough_bytes:
+            return
+        loop = asyncio.get_running_loop()
+        gathering: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _finish, gathering)
+        self._gathering = gathering
+        try:
+            await gathering
+        finally:
+            timer.cancel()
+            self._gathering = None
 
     def offer(self, delivery: broker_pb2.Delivery, size: int = 0) -> bool:
         """Queue a delivery of ``size`` bytes unless the edge is too far behind (by
