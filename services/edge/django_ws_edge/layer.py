@@ -226,13 +226,17 @@ class EdgeChannelLayer(BrokerMembers):
             self.reports.joined(group, name)
         # As with Channels, once group_add returns the channel receives the group's
         # messages: wait until the broker has the subscription (once per worker), and
-        # has counted the member (one barrier for all the joins of a tick).
-        waiter = waiter or self._subscribing.get(group)
-        if waiter is None and joined and link.up:
-            waiter = link.barrier()
-        if waiter is not None:
+        # has counted the member (one barrier for all the joins of a tick). Both: a join
+        # made while another call's subscription is on its way reports in a later frame
+        # than that subscription, whose answer can come back first.
+        waits = [w for w in (waiter or self._subscribing.get(group),) if w is not None]
+        if joined and link.up:
+            waits.append(link.barrier())
+        if waits:
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), self.config.timeout)
+                async with asyncio.timeout(self.config.timeout):
+                    for wait in waits:
+                        await asyncio.shield(wait)
             except (TimeoutError, BrokerUnavailable):
                 pass  # the link is down or slow: the request is sent again on reconnect
             except GroupRefused:
