@@ -12,9 +12,14 @@ both follow this rule, with these values, through :func:`linger_left`.
 
 from __future__ import annotations
 
-LINGER_SECONDS = 0.003
+LINGER_SECONDS = 0.006
 """Going from 1 ms to 3 ms halved the messages and cut S1's server CPU by a fifth at
-8,000 deliveries/s, for 3 ms more median latency under load."""
+8,000 deliveries/s, for 3 ms more median latency under load. Going on to 6 ms cut
+S1's server CPU at equal rates by another 6 to 23% (django-ws at 2,000 to 16,000/s,
+Channels on the layer at 2,000 to 5,700/s, whose broker took a quarter less) and
+lifted the layer's S1 maximum a ladder step; S2's CPU fell by at most 7% and its maxima
+stayed. It costs 1 to 5 ms more median latency under load (docs/benchmarks.md,
+"A 6 ms linger"); 10 ms saved 1 to 8% more for 3 to 4 ms more, and was not taken."""
 
 BUSY_WINDOW_SECONDS = 0.001
 """A stream that wrote less than this long ago is busy. At 5 ms, a chat at 500

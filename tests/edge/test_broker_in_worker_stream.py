@@ -169,9 +169,11 @@ async def test_an_edge_that_cancels_with_frames_unread_leaves_nothing_waiting() 
     servicer = BrokerServicer(ShardState())
     stalled = await attached(servicer, "stalled", "room")
     sender = await attached(servicer, "sender")
-    for i in range(1000):  # until the stalled edge's queue is full (a few dozen)
-        if stalled._to_edge.full():
-            break
+    deadline = asyncio.get_running_loop().time() + 10
+    i = 0
+    while not stalled._to_edge.full():  # a few dozen, over the broker's lingers
+        assert asyncio.get_running_loop().time() < deadline, "the queue never filled"
+        i += 1
         await sender.write(
             broker_pb2.EdgeFrame(publish=[broker_pb2.Publish(group="room", event=event(f"{i}"))])
         )
