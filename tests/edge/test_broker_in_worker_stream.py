@@ -17,6 +17,7 @@ from django_ws_broker.servicer import BrokerServicer
 from django_ws_broker.shard import ShardState
 from django_ws_edge.broker_in_worker import IN_FLIGHT_FRAMES, LocalAttachCall
 from django_ws_proto import codec
+from django_ws_proto.batching import LINGER_SECONDS
 from django_ws_proto.v1 import broker_pb2
 
 from support.wire import edge_id, edge_metadata, event
@@ -196,3 +197,26 @@ async def test_an_edge_that_cancels_with_frames_unread_leaves_nothing_waiting() 
     assert ended.code() == grpc.StatusCode.CANCELLED
     assert left == []
     assert servicer.shard.edges == {}
+
+
+async def test_a_busy_stream_in_the_process_writes_each_frame_without_lingering() -> None:
+    # A gRPC stream that wrote within the last millisecond lingers LINGER_SECONDS to
+    # gather a bigger frame (django_ws_proto.batching); here a frame costs no more than
+    # what is in it, so the broker hands each one over at once.
+    servicer = BrokerServicer(ShardState())
+    member = await attached(servicer, "member", "room")
+    sender = await attached(servicer, "sender")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(20):
+        await sender.write(
+            broker_pb2.EdgeFrame(publish=[broker_pb2.Publish(group="room", event=event(f"{i}"))])
+        )
+        frame = await asyncio.wait_for(member.read(), 5)
+        assert [codec.decode(d.event).body["text"] for d in frame.deliveries] == [f"{i}"]
+    took = loop.time() - started
+    print(f"\n20 publishes, each delivered in a frame of its own, in {took * 1000:.1f} ms")
+    # Lingering, each frame after the first would wait about LINGER_SECONDS.
+    assert took < 5 * LINGER_SECONDS
+    member.cancel()
+    sender.cancel()

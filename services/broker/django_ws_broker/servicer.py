@@ -270,12 +270,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
     async def _write_loop(self, edge: EdgeStream, context: grpc.aio.ServicerContext) -> None:
         queue = edge.queue
         max_bytes = self.max_batch_bytes
+        # A stream of this process (the broker in an edge worker) has no gRPC message
+        # cost to spread, so it does not linger.
+        lingers = getattr(context, "linger", True)
         last_write = 0.0
         while True:
             item, size = await edge.take()
             # A busy stream gathers a little more into each frame (see linger_left),
             # no longer than it takes to gather a full one.
-            wait = linger_left(time.monotonic(), edge.first_queued, last_write)
+            wait = linger_left(time.monotonic(), edge.first_queued, last_write) if lingers else 0
             if wait > 0:
                 await edge.gather(wait, MAX_BATCH, max_bytes)
             frame = broker_pb2.BrokerFrame()

@@ -553,7 +553,8 @@ class BrokerLink:
                 if reader.done():
                     reader.result()  # the stream's error, if it ended with one
                     return
-                if self._builder.frames:
+                # A link to the broker in this process costs nothing per frame: no linger.
+                if self._builder.frames and self.open_attach is None:
                     wait = linger_left(time.monotonic(), self._builder.first_queued, last_write)
                     if wait > 0:
                         await asyncio.sleep(wait)
