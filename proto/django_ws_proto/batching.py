@@ -7,7 +7,10 @@ than :data:`BUSY_WINDOW_SECONDS` ago is busy, and lets its next batch gather unt
 batch's first operation has waited :data:`LINGER_SECONDS`; an idle stream writes at
 once, so a lone chat message pays no added latency. The edge's links
 (``django_ws_edge.links``) and the broker's streams (``django_ws_broker.servicer``)
-both follow this rule, with these values, through :func:`linger_left`.
+both follow this rule, with these values, through :func:`linger_left`; a stream within
+one process (the broker in an edge worker) has no message cost to spread and does not
+linger. The broker also stops lingering once a full frame or half its queue's bound
+waits (``EdgeStream.gather``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ LINGER_SECONDS = 0.006
 8,000 deliveries/s, for 3 ms more median latency under load. Going on to 6 ms cut
 S1's server CPU at equal rates by another 6 to 23% (django-ws at 2,000 to 16,000/s,
 Channels on the layer at 2,000 to 5,700/s, whose broker took a quarter less) and
-lifted the layer's S1 maximum a ladder step; S2's CPU fell by at most 7% and its maxima
-stayed. It costs 1 to 5 ms more median latency under load (docs/benchmarks.md,
+lifted the layer's S1 maximum a ladder step; S2's CPU fell by at most 13% and its
+maxima stayed. It costs 1 to 5 ms more median latency under load (docs/benchmarks.md,
 "A 6 ms linger"); 10 ms saved 1 to 8% more for 3 to 4 ms more, and was not taken."""
 
 BUSY_WINDOW_SECONDS = 0.001
