@@ -109,10 +109,11 @@ class EdgeStream:
         self.queue.put_nowait(item)
         self._sizes.append(size)
         self.queued_bytes += size
-        if self._gathering is not None and (
-            len(self._sizes) >= self._enough_items or self.queued_bytes >= self._enough_bytes
-        ):
+        if self._gathering is not None and self._gathered_enough():
             _finish(self._gathering)
+
+    def _gathered_enough(self) -> bool:
+        return len(self._sizes) >= self._enough_items or self.queued_bytes >= self._enough_bytes
 
     async def gather(self, seconds: float, frame_items: int, frame_bytes: int) -> None:
         """Let more queue for up to ``seconds`` (the writer's linger), ending as soon as
@@ -121,7 +122,7 @@ class EdgeStream:
         the queue to where deliveries are dropped."""
         self._enough_items = min(frame_items, max(1, self.queue_size // 2))
         self._enough_bytes = min(frame_bytes, max(1, self.queue_bytes // 2))
-        if len(self._sizes) >= self._enough_items or self.queued_bytes >= self._enough_bytes:
+        if self._gathered_enough():
             return
         loop = asyncio.get_running_loop()
         gathering: asyncio.Future[None] = loop.create_future()
