@@ -20,9 +20,10 @@ LINGER_SECONDS = 0.006
 8,000 deliveries/s, for 3 ms more median latency under load. Going on to 6 ms cut
 S1's server CPU at equal rates by another 6 to 23% (django-ws at 2,000 to 16,000/s,
 Channels on the layer at 2,000 to 5,700/s, whose broker took a quarter less) and
-lifted the layer's S1 maximum a ladder step; S2's CPU fell by at most 13% and its
-maxima stayed. It costs 1 to 5 ms more median latency under load (docs/benchmarks.md,
-"A 6 ms linger"); 10 ms saved 1 to 8% more for 3 to 4 ms more, and was not taken."""
+lifted the layer's S1 maximum a ladder step in three rounds of four; S2's CPU fell by
+at most 13%. django-ws' S3 maximum came out a step lower in both runs that measured
+it. It costs 1 to 5 ms more median latency under load (docs/benchmarks.md, "A 6 ms
+linger"); 10 ms saved 1 to 8% more for 3 to 4 ms more, and was not taken."""
 
 BUSY_WINDOW_SECONDS = 0.001
 """A stream that wrote less than this long ago is busy. At 5 ms, a chat at 500
