@@ -35,14 +35,18 @@ PACKAGES = [
 ]
 
 TARGETS = {
-    "fanout_vs_channels": 10.0,
+    # The performance issue's targets: S1 and S2 against the better channels_redis
+    # layer and against channels-nats; S4 against the best Channels system.
+    "fanout_vs_redis": 10.0,
+    "fanout_vs_nats": 2.0,
     "s3_rate": 40000.0,
-    "echo_vs_channels": 3.0,
-    "rss_vs_channels": 0.5,
-    "rss_kib": 17.0,
-    "fanout_vs_bare": 0.5,
+    "echo_vs_channels": 4.0,
+    "rss_kib": 12.0,
+    # Fan-out efficiency: bare websockets' server CPU per delivery over django-ws -w 1's.
+    "fanout_vs_bare": 0.75,
     "s6_rss_kib": 12.0,
     "s6_idle_us": 5.0,
+    # The drop-in layer issue's targets.
     "layer_vs_redis": 3.0,
     "layer_vs_nats": 1.0,
 }
@@ -160,6 +164,33 @@ def best_channels(
     return key, value
 
 
+def cpu_per_delivery_us(result: dict[str, Any]) -> dict[float, float]:
+    """Server CPU per delivery (us) at each offered rate of a fan-out ladder's passing
+    steps."""
+    found: dict[float, float] = {}
+    for step in result.get("ladder", []):
+        if step.get("passed") and step.get("deliveries_per_s"):
+            found[step["offered_deliveries_per_s"]] = (
+                step["server_cpu_cores"] / step["deliveries_per_s"] * 1e6
+            )
+    return found
+
+
+def cpu_efficiency(
+    bare: dict[str, Any], ours: dict[str, Any]
+) -> tuple[float, float, float, float] | None:
+    """Fan-out efficiency as the performance issue defines it: bare websockets' server
+    CPU per delivery over django-ws', at the highest offered rate both passed (a
+    ratio of maxima says nothing once bare websockets reaches the generator's limit).
+    Returns (rate, ratio, bare us, our us), or None without a common passing rate."""
+    theirs, mine = cpu_per_delivery_us(bare), cpu_per_delivery_us(ours)
+    common = set(theirs) & set(mine)
+    if not common:
+        return None
+    rate = max(common)
+    return rate, theirs[rate] / mine[rate], theirs[rate], mine[rate]
+
+
 def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The targets of the issue, each with the measured ratio and met / missed."""
     scenarios = data.get("scenarios", {})
@@ -173,16 +204,30 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
     for key in ("S1", "S2"):
         results = scenarios.get(key, {}).get("results", {})
         ours = results.get("django-ws", {})
-        layer, theirs = best_channels(results, "max_deliveries_per_s")
-        if ours.get("max_deliveries_per_s") and theirs:
+        if not ours.get("max_deliveries_per_s"):
+            continue
+        mine = _fmt_rate(ours["max_deliveries_per_s"], ours.get("at_least", False))
+        redis, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
+        if redis and theirs:
             ratio = ours["max_deliveries_per_s"] / theirs
             row(
-                f"{key} deliveries/s vs best Channels",
-                f">= {TARGETS['fanout_vs_channels']:.0f}x",
+                f"{key} deliveries/s vs the better channels_redis layer",
+                f">= {TARGETS['fanout_vs_redis']:.0f}x",
                 round(ratio, 2),
-                ratio >= TARGETS["fanout_vs_channels"],
-                f"django-ws {_fmt_rate(ours['max_deliveries_per_s'], ours.get('at_least', False))} "
-                f"vs {layer} {_fmt_rate(theirs, results[layer].get('at_least', False))}",
+                ratio >= TARGETS["fanout_vs_redis"],
+                f"django-ws {mine} vs {redis} "
+                f"{_fmt_rate(theirs, results[redis].get('at_least', False))}",
+            )
+        nats = results.get("channels-nats", {})
+        if nats.get("max_deliveries_per_s"):
+            ratio = ours["max_deliveries_per_s"] / nats["max_deliveries_per_s"]
+            row(
+                f"{key} deliveries/s vs Channels + channels-nats",
+                f">= {TARGETS['fanout_vs_nats']:.0f}x",
+                round(ratio, 2),
+                ratio >= TARGETS["fanout_vs_nats"],
+                f"django-ws {mine} vs "
+                f"{_fmt_rate(nats['max_deliveries_per_s'], nats.get('at_least', False))}",
             )
     s3 = scenarios.get("S3", {}).get("results", {}).get("django-ws")
     if s3 and "error" not in s3:
@@ -216,40 +261,32 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
         kib = ours["rss_per_connection_bytes"] / 1024
         row(
             "S5 RSS per connection",
-            f"< {TARGETS['rss_kib']:.0f} KiB",
+            f"<= {TARGETS['rss_kib']:.0f} KiB",
             round(kib, 1),
-            kib < TARGETS["rss_kib"],
-            f"django-ws {kib:.1f} KiB",
+            kib <= TARGETS["rss_kib"],
+            f"django-ws {kib:.1f} KiB"
+            + (f" vs {layer} {theirs / 1024:.1f} KiB" if layer and theirs else ""),
         )
-        if theirs:
-            ratio = ours["rss_per_connection_bytes"] / theirs
-            row(
-                "S5 RSS per connection vs best Channels",
-                f"<= {TARGETS['rss_vs_channels']}x",
-                round(ratio, 2),
-                ratio <= TARGETS["rss_vs_channels"],
-                f"django-ws {kib:.1f} KiB vs {layer} {theirs / 1024:.1f} KiB",
-            )
     one_worker = ("django-ws-w1", "django-ws-w1-inworker")
     for key, system in ((key, system) for key in ("S1", "S3") for system in one_worker):
         results = scenarios.get(key, {}).get("results", {})
         ours, bare = results.get(system, {}), results.get("bare", {})
         inside = ", broker in worker" if system.endswith("inworker") else ""
-        if ours.get("max_deliveries_per_s") and bare.get("max_deliveries_per_s"):
-            ratio = ours["max_deliveries_per_s"] / bare["max_deliveries_per_s"]
-            caveat = (
-                " (bare reached its ceiling: ratio is an upper bound)"
-                if bare.get("at_least")
-                else ""
-            )
-            row(
-                f"{key} fan-out efficiency, django-ws -w 1{inside} vs bare websockets",
-                f">= {TARGETS['fanout_vs_bare']:.0%}",
-                round(ratio, 3),
-                ratio >= TARGETS["fanout_vs_bare"],
-                f"{_fmt_rate(ours['max_deliveries_per_s'], ours.get('at_least', False))} vs "
-                f"{_fmt_rate(bare['max_deliveries_per_s'], bare.get('at_least', False))}{caveat}",
-            )
+        efficiency = cpu_efficiency(bare, ours)
+        if efficiency is None:
+            continue
+        rate, ratio, bare_us, our_us = efficiency
+        row(
+            f"{key} fan-out efficiency, django-ws -w 1{inside} vs bare websockets, "
+            "by server CPU per delivery",
+            f">= {TARGETS['fanout_vs_bare']:.0%}",
+            round(ratio, 3),
+            ratio >= TARGETS["fanout_vs_bare"],
+            f"bare {bare_us:.1f} us, django-ws {our_us:.1f} us at {rate:,.0f}/s (the "
+            "highest rate both passed); maxima: bare "
+            f"{_fmt_rate(bare.get('max_deliveries_per_s'), bare.get('at_least', False))}, "
+            f"django-ws {_fmt_rate(ours.get('max_deliveries_per_s'), ours.get('at_least', False))}",
+        )
     results = scenarios.get("S6", {}).get("results", {})
     ours = results.get("django-ws", {})
     if ours.get("rss_per_connection_bytes") is not None:
