@@ -520,6 +520,64 @@ def test_event_loops_in_sequence_and_async_to_sync(broker: Broker) -> None:
     )
 
 
+STARTUP_SCRIPT = """
+import asyncio, json, sys, threading
+import django
+from django.conf import settings
+
+backend, address = sys.argv[1], sys.argv[2]
+settings.configure(
+    INSTALLED_APPS=["django_ws_client"],
+    CHANNEL_LAYERS={"default": {"BACKEND": backend, "CONFIG": {"address": address}}},
+)
+django.setup()
+seen = {
+    "core_loaded": "django_ws_edge.process_layer" in sys.modules,
+    "threads": threading.active_count(),
+}
+if backend.startswith("django_ws_client"):
+    from channels.layers import get_channel_layer
+
+    async def main():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add("startup", channel)
+        await layer.group_send("startup", {"type": "chat.message", "text": "hi"})
+        seen["received"] = (await asyncio.wait_for(layer.receive(channel), 10))["text"]
+        await layer.close()
+
+    asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["django_ws_client.layers.GRPCChannelLayer", "channels.layers.InMemoryChannelLayer"],
+)
+def test_the_layer_core_loads_while_django_starts(broker: Broker, backend: str) -> None:
+    """With GRPCChannelLayer in CHANNEL_LAYERS, the core it would load on first use
+    (the broker link, delivery) loads in django.setup(), not inside a worker's event
+    loop at its first connection; loading starts no thread, and the layer then works.
+    Projects without it do not load it."""
+    done = subprocess.run(
+        [sys.executable, "-c", STARTUP_SCRIPT, backend, broker.listen],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=base_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\n{backend}: {seen}")
+    ours = backend.startswith("django_ws_client")
+    assert seen["core_loaded"] is ours
+    assert seen["threads"] == 1
+    if ours:
+        assert seen["received"] == "hi"
+
+
 def run_fork_scenario(scenario: str, address: str) -> dict[str, Any]:
     """Run a scenario of ``support/layer_fork.py`` in a fresh interpreter (no other
     test's gRPC channels in the parent) and return what it saw."""
