@@ -9,18 +9,21 @@ object a worker hosting the broker gives its link (no gRPC in between, by design
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import pytest
 
 from django_ws_broker.servicer import BrokerServicer
 from django_ws_broker.shard import ShardState
+from django_ws_client.transport.config import parse_config
 from django_ws_edge.broker_in_worker import IN_FLIGHT_FRAMES, LocalAttachCall
+from django_ws_edge.links import BrokerLink, LinkHandlers
 from django_ws_proto import codec
 from django_ws_proto.batching import LINGER_SECONDS
 from django_ws_proto.v1 import broker_pb2
 
-from support.wire import edge_id, edge_metadata, event
+from support.wire import edge_id, edge_key, edge_metadata, event
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,3 +223,61 @@ async def test_a_busy_stream_in_the_process_writes_each_frame_without_lingering(
     assert took < 5 * LINGER_SECONDS
     member.cancel()
     sender.cancel()
+
+
+async def test_a_busy_link_to_the_broker_in_the_process_writes_without_lingering(
+    tmp_path: Path,
+) -> None:
+    # The edge's end of the same rule: a link whose Attach stream is opened in the
+    # process (what BROKER_IN_WORKER gives it) writes each publish as it comes, where
+    # a link over gRPC that wrote within the last millisecond would gather the next
+    # LINGER_SECONDS' worth into one frame.
+    servicer = BrokerServicer(ShardState())
+    sizes: list[int] = []  # publishes per frame the link wrote
+
+    def open_attach(metadata: tuple[tuple[str, str], ...]) -> LocalAttachCall:
+        call = LocalAttachCall(servicer, metadata)
+        write = call.write
+
+        async def counted(frame: broker_pb2.EdgeFrame) -> None:
+            if frame.publish:
+                sizes.append(len(frame.publish))
+            await write(frame)
+
+        call.write = counted  # type: ignore[method-assign]
+        return call
+
+    up = asyncio.Event()
+    link = BrokerLink(
+        ordinal=0,
+        address=f"unix:{tmp_path / 'unused.sock'}",
+        shards=1,
+        edge_id=edge_id("link"),
+        edge_key=edge_key("link"),
+        config=parse_config({"address": f"unix:{tmp_path / 'unused.sock'}"}),
+        handlers=LinkHandlers(
+            resumes_owned=lambda _ordinal, _sent: [],
+            members_owned=lambda _ordinal: [],
+            on_frame=lambda _ordinal, _frame: None,
+            on_state=lambda _ordinal, is_up: up.set() if is_up else None,
+        ),
+    )
+    link.open_attach = open_attach
+    link.start()
+    try:
+        await asyncio.wait_for(up.wait(), 5)
+        for i in range(20):
+            await link.publish(broker_pb2.Publish(group="room", event=event(f"{i}")))
+            # Let the link's writer run, and no longer: each publish comes well inside
+            # the busy window of the write before it, so a lingering link would wait
+            # and gather the rest into one frame.
+            for _ in range(3):
+                await asyncio.sleep(0)
+        await link.sync()
+    finally:
+        await link.close()
+    print(f"\npublishes per frame the link wrote: {sizes}")
+    assert sum(sizes) == 20
+    # Lingering, all but the first would share a frame or two; here a frame holds what
+    # queued while the last one was written.
+    assert len(sizes) >= 15, sizes
