@@ -198,37 +198,23 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
 
     def row(name: str, target: str, value: float | None, met: bool | None, detail: str) -> None:
         rows.append(
-            {"target": name, "wanted": target, "measured": value, "met": met, "detail": detail}
+            {
+                "target": name,
+                "wanted": target,
+                "measured": value,
+                "met": met,
+                "detail": detail,
+            }
         )
 
-    for key in ("S1", "S2"):
-        results = scenarios.get(key, {}).get("results", {})
-        ours = results.get("django-ws", {})
-        if not ours.get("max_deliveries_per_s"):
-            continue
-        mine = _fmt_rate(ours["max_deliveries_per_s"], ours.get("at_least", False))
-        redis, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
-        if redis and theirs:
-            ratio = ours["max_deliveries_per_s"] / theirs
-            row(
-                f"{key} deliveries/s vs the better channels_redis layer",
-                f">= {TARGETS['fanout_vs_redis']:.0f}x",
-                round(ratio, 2),
-                ratio >= TARGETS["fanout_vs_redis"],
-                f"django-ws {mine} vs {redis} "
-                f"{_fmt_rate(theirs, results[redis].get('at_least', False))}",
-            )
-        nats = results.get("channels-nats", {})
-        if nats.get("max_deliveries_per_s"):
-            ratio = ours["max_deliveries_per_s"] / nats["max_deliveries_per_s"]
-            row(
-                f"{key} deliveries/s vs Channels + channels-nats",
-                f">= {TARGETS['fanout_vs_nats']:.0f}x",
-                round(ratio, 2),
-                ratio >= TARGETS["fanout_vs_nats"],
-                f"django-ws {mine} vs "
-                f"{_fmt_rate(nats['max_deliveries_per_s'], nats.get('at_least', False))}",
-            )
+    _fanout_ratio_rows(
+        scenarios,
+        row,
+        "django-ws",
+        "deliveries/s",
+        TARGETS["fanout_vs_redis"],
+        TARGETS["fanout_vs_nats"],
+    )
     s3 = scenarios.get("S3", {}).get("results", {}).get("django-ws")
     if s3 and "error" not in s3:
         rate = s3.get("max_deliveries_per_s", 0.0)
@@ -322,35 +308,52 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _fanout_ratio_rows(
+    scenarios: dict[str, Any],
+    row: Any,
+    system: str,
+    label: str,
+    vs_redis: float,
+    vs_nats: float,
+) -> None:
+    """S1's and S2's rows for ``system``: its maximum against the better channels_redis
+    layer's (at least ``vs_redis`` times) and against channels-nats' (``vs_nats``)."""
+    for key in ("S1", "S2"):
+        results = scenarios.get(key, {}).get("results", {})
+        ours = results.get(system, {})
+        if not ours.get("max_deliveries_per_s"):
+            continue
+        mine = _fmt_rate(ours["max_deliveries_per_s"], ours.get("at_least", False))
+        against = [best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)]
+        if results.get("channels-nats", {}).get("max_deliveries_per_s"):
+            against.append(("channels-nats", results["channels-nats"]["max_deliveries_per_s"]))
+        for other, theirs in against:
+            if not other or not theirs:
+                continue
+            redis = other in REDIS_SYSTEMS
+            wanted = vs_redis if redis else vs_nats
+            ratio = ours["max_deliveries_per_s"] / theirs
+            row(
+                f"{key} {label} vs "
+                + ("the better channels_redis layer" if redis else "Channels + channels-nats"),
+                f">= {wanted:.0f}x",
+                round(ratio, 2),
+                ratio >= wanted,
+                f"{mine} vs {other} {_fmt_rate(theirs, results[other].get('at_least', False))}",
+            )
+
+
 def _layer_rows(scenarios: dict[str, Any], row: Any) -> None:
     """The targets of the drop-in Channels layer: an unchanged Channels app on
     django-ws' GRPCChannelLayer against the same app on channels_redis and channels-nats."""
-    for key in ("S1", "S2"):
-        results = scenarios.get(key, {}).get("results", {})
-        ours = results.get("channels-djws", {})
-        if "max_deliveries_per_s" not in ours:
-            continue
-        mine = _fmt_rate(ours["max_deliveries_per_s"], ours.get("at_least", False))
-        layer, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
-        if layer and theirs:
-            ratio = ours["max_deliveries_per_s"] / theirs
-            row(
-                f"{key} Channels on GRPCChannelLayer vs best channels_redis layer",
-                f">= {TARGETS['layer_vs_redis']:.0f}x",
-                round(ratio, 2),
-                ratio >= TARGETS["layer_vs_redis"],
-                f"{mine} vs {layer} {_fmt_rate(theirs, results[layer].get('at_least', False))}",
-            )
-        nats = results.get("channels-nats", {})
-        if nats.get("max_deliveries_per_s"):
-            ratio = ours["max_deliveries_per_s"] / nats["max_deliveries_per_s"]
-            row(
-                f"{key} Channels on GRPCChannelLayer vs channels-nats",
-                f">= {TARGETS['layer_vs_nats']:.0f}x",
-                round(ratio, 2),
-                ratio >= TARGETS["layer_vs_nats"],
-                f"{mine} vs {_fmt_rate(nats['max_deliveries_per_s'], nats.get('at_least', False))}",
-            )
+    _fanout_ratio_rows(
+        scenarios,
+        row,
+        "channels-djws",
+        "Channels on GRPCChannelLayer",
+        TARGETS["layer_vs_redis"],
+        TARGETS["layer_vs_nats"],
+    )
     results = scenarios.get("S3", {}).get("results", {})
     ours = results.get("channels-djws", {})
     layer, theirs = best_channels(results, "max_deliveries_per_s", among=REDIS_SYSTEMS)
