@@ -229,7 +229,10 @@ class EdgeChannelLayer(BrokerMembers):
         # has counted the member (one barrier for all the joins of a tick). Both: a join
         # made while another call's subscription is on its way reports in a later frame
         # than that subscription, whose answer can come back first.
-        waits = [w for w in (waiter or self._subscribing.get(group),) if w is not None]
+        waits: list[asyncio.Future[None]] = []
+        subscription = waiter or self._subscribing.get(group)
+        if subscription is not None:
+            waits.append(subscription)
         if joined and link.up:
             waits.append(link.barrier())
         if waits:
