@@ -248,13 +248,14 @@ async def test_a_busy_link_to_the_broker_in_the_process_writes_without_lingering
         return call
 
     up = asyncio.Event()
+    address = f"unix:{tmp_path / 'unused.sock'}"  # never dialled: open_attach is replaced
     link = BrokerLink(
         ordinal=0,
-        address=f"unix:{tmp_path / 'unused.sock'}",
+        address=address,
         shards=1,
         edge_id=edge_id("link"),
         edge_key=edge_key("link"),
-        config=parse_config({"address": f"unix:{tmp_path / 'unused.sock'}"}),
+        config=parse_config({"address": address}),
         handlers=LinkHandlers(
             resumes_owned=lambda _ordinal, _sent: [],
             members_owned=lambda _ordinal: [],
