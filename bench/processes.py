@@ -268,6 +268,22 @@ class ProcessRegistry:
                 print(f"could not stop {process.name} (pid {pid}): {exc}")
 
 
+def tree_cpu_split(processes: list[psutil.Process]) -> tuple[float, float]:
+    """User and system CPU seconds summed over ``processes``, apart: a server's own code
+    (Python, the event loop, C extensions) against the kernel's work for it (socket
+    writes above all). Two servers making the same writes spend alike in the kernel,
+    so the split says whether a gap between them is in their code."""
+    user = system = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        user += times.user
+        system += times.system
+    return user, system
+
+
 def tree_usage(processes: list[psutil.Process]) -> tuple[float, int]:
     """CPU seconds (user + system) and RSS bytes summed over ``processes``."""
     cpu = 0.0

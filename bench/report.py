@@ -176,6 +176,25 @@ def cpu_per_delivery_us(result: dict[str, Any]) -> dict[float, float]:
     return found
 
 
+def cpu_split_per_delivery_us(result: dict[str, Any]) -> dict[float, tuple[float, float]]:
+    """Server user and system CPU per delivery (us) at each offered rate of a fan-out
+    ladder's passing steps, where the run recorded them apart (runs before the split
+    did not)."""
+    found: dict[float, tuple[float, float]] = {}
+    for step in result.get("ladder", []):
+        user, system = step.get("server_user_cores"), step.get("server_system_cores")
+        if step.get("passed") and step.get("deliveries_per_s") and None not in (user, system):
+            rate = step["deliveries_per_s"]
+            found[step["offered_deliveries_per_s"]] = (user / rate * 1e6, system / rate * 1e6)
+    return found
+
+
+def _with_split(label: str, total_us: float, split: tuple[float, float] | None) -> str:
+    if split is None:
+        return f"{label} {total_us:.1f} us"
+    return f"{label} {total_us:.1f} us ({split[0]:.1f} user, {split[1]:.1f} kernel)"
+
+
 def cpu_efficiency(
     bare: dict[str, Any], ours: dict[str, Any]
 ) -> tuple[float, float, float, float] | None:
@@ -262,13 +281,16 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
         if efficiency is None:
             continue
         rate, ratio, bare_us, our_us = efficiency
+        bare_split = cpu_split_per_delivery_us(bare).get(rate)
+        our_split = cpu_split_per_delivery_us(ours).get(rate)
         row(
             f"{key} fan-out efficiency, django-ws -w 1{inside} vs bare websockets, "
             "by server CPU per delivery",
             f">= {TARGETS['fanout_vs_bare']:.0%}",
             round(ratio, 3),
             ratio >= TARGETS["fanout_vs_bare"],
-            f"bare {bare_us:.1f} us, django-ws {our_us:.1f} us at {rate:,.0f}/s (the "
+            f"{_with_split('bare', bare_us, bare_split)}, "
+            f"{_with_split('django-ws', our_us, our_split)} at {rate:,.0f}/s (the "
             "highest rate both passed); maxima: bare "
             f"{_fmt_rate(bare.get('max_deliveries_per_s'), bare.get('at_least', False))}, "
             f"django-ws {_fmt_rate(ours.get('max_deliveries_per_s'), ours.get('at_least', False))}",

@@ -26,7 +26,7 @@ import psutil
 
 from bench.capacity import open_file_limit, per_source, server_capacity, with_sources
 from bench.loadgen import LoadGenerators, chat_connections, echo_connections
-from bench.processes import tree_usage
+from bench.processes import tree_cpu_split, tree_usage
 from bench.systems import RunningSystem
 
 
@@ -223,7 +223,7 @@ class CpuMeter:
             except psutil.NoSuchProcess:
                 continue
         self.own = own
-        self.server_before, _ = tree_usage(server)
+        self.user_before, self.system_before = tree_cpu_split(server)
         self.own_before, _ = tree_usage(own)
         self.machine_before = _machine_busy()
         self.steal_before = getattr(psutil.cpu_times(), "steal", 0.0)
@@ -233,8 +233,14 @@ class CpuMeter:
         """Server cores and other processes' cores, averaged since the meter started;
         ``machine_cores`` is then everything that was busy, the generators included."""
         wall = max(1e-6, time.monotonic() - self.wall_before)
-        server = tree_usage(self.server)[0] - self.server_before
+        user, system = tree_cpu_split(self.server)
+        user -= self.user_before
+        system -= self.system_before
+        server = user + system
         self.server_seconds = server  # CPU seconds, all server processes
+        # The same, apart: the servers' own code, and the kernel's work for them.
+        self.server_user_cores = user / wall
+        self.server_system_cores = system / wall
         own = tree_usage(self.own)[0] - self.own_before
         machine = _machine_busy() - self.machine_before
         self.machine_cores = machine / wall
@@ -324,6 +330,8 @@ class ScenarioRunner:
             self.options.drain_seconds,
         )
         cores, others = meter.read()
+        outcome["server_user_cores"] = round(meter.server_user_cores, 3)
+        outcome["server_system_cores"] = round(meter.server_system_cores, 3)
         outcome["other_processes_cpu_cores"] = round(others, 3)
         outcome["machine_busy_cores"] = round(meter.machine_cores, 3)
         outcome["steal_cores"] = round(meter.steal_cores, 3)
@@ -378,9 +386,7 @@ class ScenarioRunner:
             if cores <= options.quiet_cores or waited >= options.quiet_max_seconds:
                 return waited
 
-    def _start_profile(
-        self, rate: float | None, seconds: float
-    ) -> asyncio.Task[list[Path]] | None:
+    def _start_profile(self, rate: float | None, seconds: float) -> asyncio.Task[list[Path]] | None:
         """Profile the server during this step when its rate is the one asked for, or
         during the echo step (``rate`` None) when ``--profile-echo`` asked for it."""
         options = self.options

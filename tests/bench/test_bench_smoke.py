@@ -134,6 +134,9 @@ def test_tiny_fanout_run_counts_every_delivery(tmp_path: Path) -> None:
         assert fixed["missing"] == 0 and fixed["duplicates"] == 0, (system, fixed)
         assert fixed["latency"]["p99_ms"] is not None, (system, fixed)
         assert fixed["server_cpu_cores"] >= 0
+        # The same CPU, apart as the servers' own code and the kernel's work for them.
+        split = fixed["server_user_cores"] + fixed["server_system_cores"]
+        assert split == pytest.approx(fixed["server_cpu_cores"], abs=0.003), (system, fixed)
     assert (tmp_path / "results" / "bench-custom.png").exists()
     # Every server process the run started (workers, broker, uvicorn, redis) is gone.
     import psutil

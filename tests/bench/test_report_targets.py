@@ -81,3 +81,29 @@ def test_fan_out_efficiency_is_cpu_per_delivery_at_the_highest_rate_both_passed(
     assert "maxima: bare >=64,000, django-ws 23,000" in row["detail"]
     # Without a rate both passed there is nothing to compare, and no row.
     assert cpu_efficiency(results["bare"], fanout(1_000, [step(1_000, 0.1)])) is None
+
+
+def test_fan_out_efficiency_says_how_much_of_each_side_is_user_and_kernel_time() -> None:
+    data = run()
+    results = data["scenarios"]["S1"]["results"]
+    # 16,000 deliveries/s: bare 0.32 cores (0.12 user, 0.20 kernel), django-ws 0.8
+    # (0.6 user, 0.2 kernel), as a run records them since it measures them apart.
+    for key, user, system in (("bare", 0.12, 0.20), ("django-ws-w1", 0.6, 0.2)):
+        for ladder_step in results[key]["ladder"]:
+            if ladder_step["offered_deliveries_per_s"] == 16_000:
+                ladder_step["server_user_cores"] = user
+                ladder_step["server_system_cores"] = system
+    rows = {row["target"]: row for row in summary(data)}
+    detail = rows[
+        "S1 fan-out efficiency, django-ws -w 1 vs bare websockets, by server CPU per delivery"
+    ]["detail"]
+    print(detail)
+    assert detail.startswith(
+        "bare 20.0 us (7.5 user, 12.5 kernel), django-ws 50.0 us (37.5 user, 12.5 kernel) "
+        "at 16,000/s"
+    )
+    # A run from before the split keeps the totals alone.
+    plain = {row["target"]: row for row in summary(run())}[
+        "S1 fan-out efficiency, django-ws -w 1 vs bare websockets, by server CPU per delivery"
+    ]["detail"]
+    assert plain.startswith("bare 20.0 us, django-ws 50.0 us at 16,000/s")
