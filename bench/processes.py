@@ -271,8 +271,8 @@ class ProcessRegistry:
 def tree_cpu_split(processes: list[psutil.Process]) -> tuple[float, float]:
     """User and system CPU seconds summed over ``processes``, apart: a server's own code
     (Python, the event loop, C extensions) against the kernel's work for it (socket
-    writes above all). Two servers making the same writes spend alike in the kernel,
-    so the split says whether a gap between them is in their code."""
+    writes and wake-ups above all), so that a gap between two servers can be placed in
+    one or the other."""
     user = system = 0.0
     for process in processes:
         try:
