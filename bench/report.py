@@ -250,14 +250,15 @@ def summary(data: dict[str, Any]) -> list[dict[str, Any]]:
     results = scenarios.get("S4", {}).get("results", {})
     ours = results.get("django-ws", {})
     layer, theirs = best_channels(results, "round_trips_per_s")
-    if ours.get("round_trips_per_s") and theirs:
+    if ours.get("round_trips_per_s") and layer is not None and theirs:
         ratio = ours["round_trips_per_s"] / theirs
         row(
             "S4 echo round trips/s vs best Channels",
             f">= {TARGETS['echo_vs_channels']:.0f}x",
             round(ratio, 2),
             ratio >= TARGETS["echo_vs_channels"],
-            f"django-ws {ours['round_trips_per_s']:,.0f}/s vs {layer} {theirs:,.0f}/s",
+            f"django-ws {ours['round_trips_per_s']:,.0f}/s vs {layer} {theirs:,.0f}/s"
+            + _echo_cpu_detail(ours, layer, results[layer]),
         )
     results = scenarios.get("S5", {}).get("results", {})
     ours = results.get("django-ws", {})
@@ -388,6 +389,31 @@ def _layer_rows(scenarios: dict[str, Any], row: Any) -> None:
             rate > (theirs or 0.0),
             f"{_fmt_rate(rate, ours.get('at_least', False))}/s vs {layer} {_fmt_rate(theirs)}/s",
         )
+
+
+def _echo_cpu_us(result: dict[str, Any], cores: float | None) -> float | None:
+    """CPU per round trip (us) of ``cores`` cores over one echo step, if it was measured."""
+    rate = result.get("round_trips_per_s")
+    return cores / rate * 1e6 if cores is not None and rate else None
+
+
+def _echo_cpu_detail(ours: dict[str, Any], layer: str, theirs: dict[str, Any]) -> str:
+    """What each round trip cost the servers and the load generators. The echo loop
+    keeps both busy on one machine, so the ratio of round trips is bounded by the
+    generators' share too: this is what a reader needs to see that bound."""
+    parts, servers = [], []
+    for name, result in (("django-ws", ours), (layer, theirs)):
+        server = _echo_cpu_us(result, result.get("server_cpu_cores"))
+        if server is None:
+            return ""
+        generators = result.get("generator_cpu")
+        generator = _echo_cpu_us(result, sum(generators) if generators else None)
+        servers.append(server)
+        parts.append(
+            f"{name} {server:.1f} us"
+            + (f" (generators {generator:.1f} us)" if generator is not None else "")
+        )
+    return f"; server CPU per round trip: {', '.join(parts)}, {servers[1] / servers[0]:.2f}x"
 
 
 def _echo_row(result: dict[str, Any]) -> str:

@@ -107,3 +107,39 @@ def test_fan_out_efficiency_says_how_much_of_each_side_is_user_and_kernel_time()
         "S1 fan-out efficiency, django-ws -w 1 vs bare websockets, by server CPU per delivery"
     ]["detail"]
     assert plain.startswith("bare 20.0 us, django-ws 50.0 us at 16,000/s")
+
+
+def echo(round_trips: float, server_cores: float, generators: list[float]) -> dict[str, Any]:
+    return {
+        "round_trips_per_s": round_trips,
+        "server_cpu_cores": server_cores,
+        "generator_cpu": generators,
+    }
+
+
+def test_the_echo_target_says_what_a_round_trip_cost_the_servers_and_the_generators() -> None:
+    # The shape of S4 in the run of 2026-12-05 18:35 UTC: on two shared cores the
+    # generator's 12.4 us per round trip bounds django-ws' rate, not its server's CPU.
+    data = {
+        "scenarios": {
+            "S4": {
+                "results": {
+                    "django-ws": echo(56_599, 1.13, [0.704]),
+                    "channels-nats": echo(18_608, 1.525, [0.381]),
+                    "channels-pubsub": echo(18_055, 1.526, [0.37]),
+                    "bare": echo(51_588, 0.995, [0.666]),
+                }
+            }
+        }
+    }
+    row = {row["target"]: row for row in summary(data)}["S4 echo round trips/s vs best Channels"]
+    print(row["detail"])
+    assert (row["measured"], row["met"]) == (3.04, False)
+    assert row["detail"] == (
+        "django-ws 56,599/s vs channels-nats 18,608/s; server CPU per round trip: "
+        "django-ws 20.0 us (generators 12.4 us), channels-nats 82.0 us (generators 20.5 us), 4.10x"
+    )
+    # A run that did not record the servers' CPU keeps the round trips alone.
+    del data["scenarios"]["S4"]["results"]["channels-nats"]["server_cpu_cores"]
+    row = {row["target"]: row for row in summary(data)}["S4 echo round trips/s vs best Channels"]
+    assert row["detail"] == "django-ws 56,599/s vs channels-nats 18,608/s"
